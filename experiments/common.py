@@ -1,0 +1,123 @@
+"""Shared plumbing of the experiment binaries: config resolution, run folders,
+datasets, optimisers, distribution strategies and result files."""
+
+import dataclasses
+import json
+import os
+import statistics
+import tempfile
+
+import keras
+
+from keras_amix import backbones as backbones_lib
+from keras_amix import data as data_lib
+
+BACKBONES = {
+    "resnet18": dict(depth=18),
+    "resnet34": dict(depth=34),
+    "resnet50": dict(depth=50),
+    "resnet101": dict(depth=101),
+    "resnext50": dict(depth=50, groups=32, width_per_group=4),
+}
+
+
+def resolve(config, flags, names):
+    """Returns `config` with every flag in `names` that the user set applied."""
+    updates = {}
+    for name in names:
+        if flags[name].present:
+            updates[name] = flags[name].value
+    return dataclasses.replace(config, **updates)
+
+
+def check_choice(name, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"`--{name}` must be one of {sorted(allowed)}; received {value!r}.")
+
+
+def check_positive(name, value):
+    if value is None or value <= 0:
+        raise ValueError(f"`--{name}` must be > 0; received {value!r}.")
+
+
+def write_json(path, payload):
+    """Writes JSON atomically: a failure never leaves a half-written file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2, sort_keys=True, default=str)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def build_backbone(name, width, stem, image_size):
+    check_choice("backbone", name, BACKBONES)
+    check_positive("width", width)
+    return backbones_lib.resnet(
+        width=width, stem=stem, input_shape=(image_size, image_size, 3), **BACKBONES[name]
+    )
+
+
+def make_strategy(name):
+    """Returns a `tf.distribute` strategy (or None) for `--strategy`."""
+    check_choice("strategy", name, ("default", "mirrored", "data_parallel"))
+    backend = keras.backend.backend()
+    if name == "mirrored":
+        if backend != "tensorflow":
+            raise ValueError(
+                f"`--strategy=mirrored` needs KERAS_BACKEND=tensorflow; the backend is {backend!r}."
+            )
+        import tensorflow as tf
+
+        return tf.distribute.MirroredStrategy()
+    if name == "data_parallel":
+        if backend != "jax":
+            raise ValueError(
+                f"`--strategy=data_parallel` needs KERAS_BACKEND=jax; the backend is {backend!r}."
+            )
+        keras.distribution.set_distribution(keras.distribution.DataParallel())
+    return None
+
+
+def datasets(cfg, num_classes=None, per_class_limit=None):
+    """(train, test, info, steps_per_epoch) pipelines for a run config."""
+    info = data_lib.info(cfg.dataset, data_dir=cfg.data_dir)
+    load = dict(data_dir=cfg.data_dir, download=cfg.download)
+    train_raw = data_lib.load(cfg.dataset, cfg.train_split, per_class_limit=per_class_limit, **load)
+    test_raw = data_lib.load(cfg.dataset, cfg.test_split, **load)
+    if cfg.max_train_examples:
+        train_raw = train_raw.take(cfg.max_train_examples)
+    if cfg.max_test_examples:
+        test_raw = test_raw.take(cfg.max_test_examples)
+    n_train = int(train_raw.cardinality())
+    if n_train < 0:  # unknown cardinality: count once (small data only)
+        n_train = sum(1 for _ in train_raw)
+    common = dict(
+        batch_size=cfg.batch_size,
+        num_classes=num_classes or info.num_classes,
+        image_size=cfg.image_size,
+        mean=info.mean,
+        std=info.std,
+    )
+    augment = None if cfg.augment == "none" else cfg.augment
+    train = data_lib.pipeline(
+        train_raw, training=True, augment=augment, seed=cfg.seed, cache=True, **common
+    )
+    test = data_lib.pipeline(test_raw, training=False, augment=None, cache=True, **common)
+    steps = n_train // cfg.batch_size
+    if steps < 1:
+        raise ValueError(
+            f"`--batch_size`={cfg.batch_size} is larger than the {n_train} training "
+            f"examples of {cfg.dataset!r}; use a smaller batch."
+        )
+    return train, test, info, steps
+
+
+def median_last(values, n=10):
+    """The paper's report: the median of the last `n` epochs' values."""
+    return statistics.median(values[-n:]) if values else float("nan")

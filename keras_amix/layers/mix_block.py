@@ -1,0 +1,563 @@
+"""Mix Block (AutoMix) and Mix Block+ (AMix) as one layer with switches."""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_amix.losses import mask as mask_losses
+
+PRESETS = {
+    # AutoMix's Mix Block: every Table-8 switch off.
+    "automix": dict(
+        lam_encoding="concat",
+        gamma="learned",
+        content="linear",
+        activation="relu",
+        dropout=0.0,
+        attention="cross",
+        upsample="nearest",
+        mask_loss="mean",
+        mask_loss_weight=0.1,
+        mean_margin=0.1,
+        var_weight=2.0,
+        mean_reduction="batch",
+        lam_adjust_prob=0.0,
+        lam_margin=0.0,
+    ),
+    # AMix's Mix Block+: every Table-8 switch on (paper section 3.2).
+    "amix": dict(
+        lam_encoding="adaptive",
+        gamma="learned",
+        content="nonlinear",
+        activation="relu",
+        dropout=0.1,
+        attention="global",
+        upsample="bilinear",
+        mask_loss="mean+var",
+        mask_loss_weight=0.1,
+        mean_margin=0.1,
+        var_weight=2.0,
+        mean_reduction="batch",
+        lam_adjust_prob=1.0,
+        lam_margin=0.0,
+    ),
+}
+
+_CHOICES = {
+    "lam_encoding": ("none", "concat", "adaptive"),
+    "content": ("linear", "nonlinear"),
+    "activation": ("relu", "elu"),
+    "attention": ("cross", "global"),
+    "upsample": ("nearest", "bilinear"),
+    "mask_loss": ("mean", "mean+var"),
+    "mean_reduction": mask_losses.MEAN_REDUCTIONS,
+}
+
+SWITCHES = tuple(PRESETS["amix"].keys())
+# The `mask_loss` switch is stored as `mask_loss_mode`: `mask_loss` is the method.
+_ATTRIBUTE = {"mask_loss": "mask_loss_mode"}
+
+
+@keras.saving.register_keras_serializable(package="keras_amix")
+class UnitInterval(keras.constraints.Constraint):
+    """Clips a weight into ``[0, 1]`` after each optimizer update."""
+
+    def __call__(self, w):
+        return ops.clip(w, 0.0, 1.0)
+
+    def get_config(self):
+        return {}
+
+
+def _is_number(x):
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+
+def _concrete_value(x):
+    """The numpy value of ``x`` when it is concrete (eager), else ``None``."""
+    if _is_number(x) or isinstance(x, np.ndarray):
+        return np.asarray(x, dtype="float64")
+    if isinstance(x, keras.KerasTensor):
+        return None
+    try:
+        return np.asarray(ops.convert_to_numpy(x), dtype="float64")
+    except Exception:  # symbolic tensor or tracer: nothing to check
+        return None
+
+
+def _check_lam(lam, where):
+    value = _concrete_value(lam)
+    if value is None:
+        return
+    if value.size and (np.any(value < 0.0) or np.any(value > 1.0) or np.any(np.isnan(value))):
+        raise ValueError(
+            f"`lam` passed to MixBlock.{where} must lie in [0, 1]; received lam={value.tolist()}."
+        )
+
+
+def _check_image_size(image_size):
+    if (
+        image_size is None
+        or not isinstance(image_size, (tuple, list))
+        or len(image_size) != 2
+        or not all(isinstance(s, (int, np.integer)) and s > 0 for s in image_size)
+    ):
+        raise ValueError(
+            "`image_size` must be a tuple of two positive ints (H, W); "
+            f"received image_size={image_size!r}."
+        )
+
+
+def _lam_as_column(lam, ndim):
+    """float32 ``lam`` of shape (1 or B,) + (1,) * (ndim - 1) for broadcasting."""
+    lam = ops.cast(ops.convert_to_tensor(lam), "float32")
+    if len(lam.shape) > 2 or (len(lam.shape) == 2 and lam.shape[-1] not in (1, None)):
+        raise ValueError(
+            f"`lam` must be a scalar or have shape (B,); received shape {tuple(lam.shape)}."
+        )
+    return ops.reshape(lam, (-1,) + (1,) * (ndim - 1))
+
+
+@keras.saving.register_keras_serializable(package="keras_amix")
+class MixBlock(keras.layers.Layer):
+    """Learnable pixel-mask generator: AutoMix's Mix Block and AMix's Mix Block+.
+
+    Given the stage-``l`` feature maps of two images ``z_a`` and ``z_b`` (the
+    second already paired, e.g. ``z_a[perm]``) and the mixing ratio ``lam``,
+    the layer predicts a mask ``s_lam`` of shape ``(B, H, W, 1)`` in ``[0, 1]``:
+    the weight of image ``a`` in ``x_mix = s_lam * x_a + (1 - s_lam) * x_b``.
+
+    Computation (DESIGN.md section 4):
+
+    1. lam encoding: ``"concat"`` appends a constant channel ``lam`` to
+       ``z_a`` and ``1 - lam`` to ``z_b``; ``"adaptive"`` scales
+       ``z_a <- (1 + gamma * lam) z_a`` and ``z_b <- (1 + gamma (1 - lam)) z_b``;
+       ``"none"`` leaves them.
+    2. value ``v`` from the ``z_b`` side: ``"linear"`` 1x1 conv C -> 1, or
+       ``"nonlinear"`` 1x1 conv C -> C/2, BatchNorm, activation, 1x1 conv
+       C/2 -> 1; then Dropout(``dropout``).
+    3. attention: ``"cross"``: one shared 1x1 projection ``W_P`` (C -> C/2),
+       ``q = W_P z_a``, ``k = W_P z_b``; ``"global"``: ``z_cat = concat(z_a,
+       z_b)`` (2C channels), ``q = W_q z_cat``, ``k = W_k z_cat``.
+    4. ``P = softmax(q k^T / sqrt(C/2))`` over the last axis (an ``n x n``
+       matrix per sample, ``n = h * w``), computed in float32 even under mixed
+       precision; logits ``= P v`` reshaped to ``(h, w, 1)``.
+    5. the *logits* are upsampled to ``image_size`` (``"nearest"`` or
+       ``"bilinear"``), then ``s_{1-lam} = sigmoid(logits)`` and
+       ``s_lam = 1 - s_{1-lam}``.
+
+    The returned mask is always float32.
+
+    Args:
+        preset: ``"amix"`` (Mix Block+, all Table-8 switches on) or
+            ``"automix"`` (all off). Explicit switches override the preset.
+        in_channels: optional expected channel count ``C`` of the features;
+            checked at build time.
+        lam_encoding: ``"none"``, ``"concat"`` or ``"adaptive"``.
+        gamma: ``"learned"`` (a scalar weight initialised to 0, kept in
+            ``[0, 1]`` by a constraint and clamped where used) or a float in
+            ``[0, 1]`` (the official code fixes ``gamma = 1``). Only used by
+            ``lam_encoding="adaptive"``.
+        content: ``"linear"`` or ``"nonlinear"``.
+        activation: ``"relu"`` (paper) or ``"elu"`` (official code).
+        dropout: dropout rate on the value map (paper 0.1, official CIFAR 0).
+        attention: ``"cross"`` or ``"global"``.
+        upsample: ``"nearest"`` or ``"bilinear"``.
+        mask_loss: ``"mean"`` or ``"mean+var"``.
+        mask_loss_weight: ``beta`` (0.1).
+        mean_margin: ``epsilon`` of ``L_mean`` (0.1).
+        var_weight: ``L_mask = beta (L_mean - var_weight * L_var)``; 2.0 is the
+            official sign and weight, a negative value gives the paper's
+            ``+ L_var``.
+        mean_reduction: ``"batch"`` (compare the batch-and-pixel mean of the
+            mask with the batch-mean lam; DESIGN and official code) or
+            ``"sample"`` (per-image means, the paper's ``mu_i``).
+        lam_adjust_prob: probability (drawn once per batch) that
+            `mask_for_encoder` applies lam adjusting (paper 1.0, official
+            0 to 0.25).
+        lam_margin: `mask_for_encoder` falls back to plain MixUp (constant mask
+            ``lam``) for samples with ``lam < lam_margin`` or
+            ``lam > 1 - lam_margin`` (official 0.08; 0 disables).
+        seed: optional int seeding initialisers, dropout and the per-batch
+            lam-adjust draw.
+        **kwargs: forwarded to `keras.layers.Layer`.
+
+    Call arguments:
+        features_a: ``(B, h, w, C)`` features of the first images.
+        features_b: ``(B, h, w, C)`` features of the paired images.
+        lam: scalar or ``(B,)`` mixing ratio in ``[0, 1]`` (weight of ``a``).
+        image_size: ``(H, W)`` of the images to mix (python ints).
+        training: enables dropout and BatchNorm batch statistics.
+
+    Example:
+
+    >>> block = MixBlock(preset="amix")
+    >>> z = np.random.rand(2, 4, 4, 8).astype("float32")
+    >>> mask = block(z, z[::-1], 0.3, image_size=(16, 16), training=True)
+    >>> tuple(mask.shape)
+    (2, 16, 16, 1)
+    >>> loss = block.mask_loss(mask, 0.3)
+    >>> encoder_mask = block.mask_for_encoder(mask, 0.3)  # stop-gradient
+
+    Reference:
+        AMix paper section 3.2, eq. 5 (Mix Block+), Table 8 (one switch per
+        row); AutoMix (Liu et al., 2021) for the Mix Block.
+    """
+
+    def __init__(self, preset="amix", in_channels=None, seed=None, **kwargs):
+        if preset not in PRESETS:
+            raise ValueError(
+                f"`preset` must be one of {tuple(PRESETS)}; received preset={preset!r}."
+            )
+        switches = dict(PRESETS[preset])
+        for name in SWITCHES:
+            if name in kwargs:
+                switches[name] = kwargs.pop(name)
+        super().__init__(**kwargs)
+        self._allow_non_tensor_positional_args = True
+        self._convert_input_args = False
+
+        for name, allowed in _CHOICES.items():
+            if switches[name] not in allowed:
+                raise ValueError(
+                    f"`{name}` must be one of {allowed}; received {name}={switches[name]!r}."
+                )
+        gamma = switches["gamma"]
+        if not (gamma == "learned" or (_is_number(gamma) and 0.0 <= gamma <= 1.0)):
+            raise ValueError(
+                "`gamma` must be 'learned' or a float in [0, 1]; "
+                f"received gamma={gamma!r}."
+            )
+        for name in ("dropout", "lam_adjust_prob"):
+            value = switches[name]
+            if not (_is_number(value) and 0.0 <= value <= 1.0):
+                raise ValueError(
+                    f"`{name}` must be a float in [0, 1]; received {name}={value!r}."
+                )
+        if switches["dropout"] >= 1.0:
+            raise ValueError(f"`dropout` must be < 1; received dropout={switches['dropout']!r}.")
+        if not (_is_number(switches["lam_margin"]) and 0.0 <= switches["lam_margin"] < 0.5):
+            raise ValueError(
+                "`lam_margin` must be a float in [0, 0.5); "
+                f"received lam_margin={switches['lam_margin']!r}."
+            )
+        for name in ("mask_loss_weight", "mean_margin", "var_weight"):
+            if not _is_number(switches[name]):
+                raise ValueError(f"`{name}` must be a number; received {name}={switches[name]!r}.")
+        if switches["mask_loss_weight"] < 0 or switches["mean_margin"] < 0:
+            raise ValueError(
+                "`mask_loss_weight` and `mean_margin` must be >= 0; received "
+                f"mask_loss_weight={switches['mask_loss_weight']!r}, "
+                f"mean_margin={switches['mean_margin']!r}."
+            )
+        if in_channels is not None and (not isinstance(in_channels, int) or in_channels < 1):
+            raise ValueError(
+                f"`in_channels` must be a positive int or None; received in_channels={in_channels!r}."
+            )
+        if seed is not None and not isinstance(seed, int):
+            raise ValueError(f"`seed` must be an int or None; received seed={seed!r}.")
+
+        self.preset = preset
+        self.in_channels = in_channels
+        self.seed = seed
+        for name in SWITCHES:
+            value = switches[name]
+            if name not in _CHOICES and name != "gamma":
+                value = float(value)
+            elif name == "gamma" and value != "learned":
+                value = float(value)
+            setattr(self, _ATTRIBUTE.get(name, name), value)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    # ------------------------------------------------------------------ build
+
+    def _initializer(self, offset):
+        seed = None if self.seed is None else self.seed + offset
+        return keras.initializers.RandomNormal(mean=0.0, stddev=0.01, seed=seed)
+
+    def _conv(self, filters, name, offset):
+        return keras.layers.Conv2D(
+            filters,
+            1,
+            kernel_initializer=self._initializer(offset),
+            bias_initializer="zeros",
+            dtype=self.dtype_policy,
+            name=name,
+        )
+
+    def build(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(
+                "MixBlock expects features of rank 4 (B, h, w, C); "
+                f"received shape {tuple(input_shape)}."
+            )
+        channels = input_shape[-1]
+        if channels is None:
+            raise ValueError("MixBlock needs a known channel dimension; received None.")
+        if self.in_channels is not None and channels != self.in_channels:
+            raise ValueError(
+                f"MixBlock was created with in_channels={self.in_channels} but the features "
+                f"have {channels} channels (shape {tuple(input_shape)})."
+            )
+        self.channels = channels
+        self.inter_channels = max(channels // 2, 1)
+        extra = 1 if self.lam_encoding == "concat" else 0
+        side = channels + extra
+        spatial = tuple(input_shape[:3])
+
+        if self.lam_encoding == "adaptive" and self.gamma == "learned":
+            self.gamma_weight = self.add_weight(
+                name="gamma",
+                shape=(),
+                initializer="zeros",
+                constraint=UnitInterval(),
+                trainable=True,
+            )
+
+        if self.content == "linear":
+            self.value_conv = self._conv(1, "value", 0)
+            self.value_conv.build(spatial + (side,))
+            self.value_layers = [self.value_conv]
+        else:
+            self.value_conv1 = self._conv(self.inter_channels, "value_1", 0)
+            self.value_norm = keras.layers.BatchNormalization(
+                gamma_initializer="ones",
+                beta_initializer="zeros",
+                dtype=self.dtype_policy,
+                name="value_norm",
+            )
+            self.value_activation = keras.layers.Activation(
+                self.activation, dtype=self.dtype_policy, name="value_activation"
+            )
+            self.value_conv2 = self._conv(1, "value_2", 1)
+            self.value_conv1.build(spatial + (side,))
+            self.value_norm.build(spatial + (self.inter_channels,))
+            self.value_conv2.build(spatial + (self.inter_channels,))
+            self.value_layers = [
+                self.value_conv1,
+                self.value_norm,
+                self.value_activation,
+                self.value_conv2,
+            ]
+        self.value_dropout = keras.layers.Dropout(
+            self.dropout, seed=self.seed, dtype=self.dtype_policy, name="value_dropout"
+        )
+
+        if self.attention == "cross":
+            self.query_conv = self._conv(self.inter_channels, "projection", 2)
+            self.query_conv.build(spatial + (side,))
+            self.key_conv = self.query_conv  # one shared W_P
+        else:
+            self.query_conv = self._conv(self.inter_channels, "query", 2)
+            self.key_conv = self._conv(self.inter_channels, "key", 3)
+            self.query_conv.build(spatial + (2 * side,))
+            self.key_conv.build(spatial + (2 * side,))
+        self.built = True
+
+    # ------------------------------------------------------------------- call
+
+    def _gamma_value(self):
+        if self.gamma != "learned":
+            return ops.convert_to_tensor(self.gamma, "float32")
+        g = ops.cast(self.gamma_weight, "float32")
+        # Clamp the value to [0, 1] but let the gradient through unchanged
+        # (a plain clip has zero or halved gradient at the initial value 0).
+        return g + ops.stop_gradient(ops.clip(g, 0.0, 1.0) - g)
+
+    def _validate_features(self, features_a, features_b):
+        for name, f in (("features_a", features_a), ("features_b", features_b)):
+            if len(f.shape) != 4:
+                raise ValueError(
+                    f"`{name}` must have rank 4 (B, h, w, C); received shape {tuple(f.shape)}."
+                )
+        if features_a.shape[1:] != features_b.shape[1:] and None not in (
+            features_a.shape[1:] + features_b.shape[1:]
+        ):
+            raise ValueError(
+                "`features_a` and `features_b` must have the same (h, w, C); received "
+                f"{tuple(features_a.shape)} and {tuple(features_b.shape)}."
+            )
+        if features_b.shape[-1] != features_a.shape[-1]:
+            raise ValueError(
+                "`features_a` and `features_b` must have the same channels; received "
+                f"{features_a.shape[-1]} and {features_b.shape[-1]}."
+            )
+        if self.in_channels is not None and features_a.shape[-1] != self.in_channels:
+            raise ValueError(
+                f"MixBlock was created with in_channels={self.in_channels} but the features "
+                f"have {features_a.shape[-1]} channels."
+            )
+
+    def __call__(self, features_a, features_b, lam, image_size=None, **kwargs):
+        features = []
+        for name, f in (("features_a", features_a), ("features_b", features_b)):
+            if not isinstance(f, keras.KerasTensor):
+                f = ops.convert_to_tensor(f)
+            if len(f.shape) != 4:
+                raise ValueError(
+                    f"`{name}` must have rank 4 (B, h, w, C); received shape {tuple(f.shape)}."
+                )
+            features.append(f)
+        return super().__call__(*features, lam, image_size=image_size, **kwargs)
+
+    def call(self, features_a, features_b, lam, image_size=None, training=None):
+        _check_image_size(image_size)
+        self._validate_features(features_a, features_b)
+        _check_lam(lam, "call")
+        dtype = self.compute_dtype
+        za = ops.cast(features_a, dtype)
+        zb = ops.cast(features_b, dtype)
+        lam_col = _lam_as_column(lam, 4)  # float32, (1 or B, 1, 1, 1)
+        lam_c = ops.cast(lam_col, dtype)
+
+        # 1. lam encoding.
+        if self.lam_encoding == "concat":
+            ones = ops.ones_like(za[..., :1])
+            za = ops.concatenate([za, ones * lam_c], axis=-1)
+            zb = ops.concatenate([zb, ones * (1.0 - lam_c)], axis=-1)
+        elif self.lam_encoding == "adaptive":
+            gamma = ops.cast(self._gamma_value(), dtype)
+            za = (1.0 + gamma * lam_c) * za
+            zb = (1.0 + gamma * (1.0 - lam_c)) * zb
+
+        # 2. value from the z_b side.
+        v = zb
+        for layer in self.value_layers:
+            if isinstance(layer, (keras.layers.BatchNormalization, keras.layers.Dropout)):
+                v = layer(v, training=training)
+            else:
+                v = layer(v)
+        v = self.value_dropout(v, training=training)
+
+        # 3. query / key projections.
+        if self.attention == "cross":
+            q = self.query_conv(za)
+            k = self.key_conv(zb)
+        else:
+            z_cat = ops.concatenate([za, zb], axis=-1)
+            q = self.query_conv(z_cat)
+            k = self.key_conv(z_cat)
+
+        # 4. attention in float32.
+        shape = ops.shape(q)
+        h, w = shape[1], shape[2]
+        n = h * w
+        q = ops.reshape(ops.cast(q, "float32"), (-1, n, self.inter_channels))
+        k = ops.reshape(ops.cast(k, "float32"), (-1, n, self.inter_channels))
+        v = ops.reshape(ops.cast(v, "float32"), (-1, n, 1))
+        scores = ops.matmul(q, ops.transpose(k, (0, 2, 1))) / math.sqrt(self.inter_channels)
+        attention = ops.softmax(scores, axis=-1)
+        logits = ops.reshape(ops.matmul(attention, v), (-1, h, w, 1))
+
+        # 5. upsample the logits, then sigmoid.
+        logits = ops.image.resize(
+            logits,
+            size=tuple(int(s) for s in image_size),
+            interpolation=self.upsample,
+            data_format="channels_last",
+        )
+        # s_lam = 1 - sigmoid(x) = sigmoid(-x), computed without cancellation.
+        return ops.sigmoid(-logits)
+
+    def compute_output_spec(self, features_a, features_b, lam, image_size=None, training=None):
+        _check_image_size(image_size)
+        self._validate_features(features_a, features_b)
+        batch = features_a.shape[0]
+        return keras.KerasTensor((batch, int(image_size[0]), int(image_size[1]), 1), "float32")
+
+    # ------------------------------------------------------- mask utilities
+
+    def mask_loss(self, mask, lam):
+        """``mask_loss_weight * (L_mean - var_weight * L_var)`` as a float32 scalar.
+
+        ``L_var`` is included only for ``mask_loss="mean+var"``. See
+        `keras_amix.losses.mask.mask_loss` for the reductions.
+        """
+        _check_lam(lam, "mask_loss")
+        return mask_losses.mask_loss(
+            mask,
+            lam,
+            mode=self.mask_loss_mode,
+            weight=self.mask_loss_weight,
+            margin=self.mean_margin,
+            var_weight=self.var_weight,
+            reduction=self.mean_reduction,
+        )
+
+    def adjust_lambda(self, mask, lam):
+        """lam adjusting (paper section 3.2): per-sample mask mean becomes ``lam``.
+
+        With ``mu_b`` the mean of ``s_lam`` for sample ``b``: if ``mu_b > lam``
+        then ``s_lam <- s_lam * lam / mu_b``; if ``mu_b < lam`` then
+        ``s_{1-lam} <- s_{1-lam} * (1 - lam) / (1 - mu_b)`` and
+        ``s_lam = 1 - s_{1-lam}``. Both keep the mask in ``[0, 1]``.
+        Returns a float32 mask of the same shape.
+        """
+        _check_lam(lam, "adjust_lambda")
+        return adjust_lambda(mask, lam)
+
+    def mask_for_encoder(self, mask, lam):
+        """The stop-gradient mask used to mix the encoder's (theta's) inputs.
+
+        Applies lam adjusting with probability ``lam_adjust_prob`` (one draw
+        per batch from the layer's seed generator), then replaces the mask by
+        the constant ``lam`` (plain MixUp) for samples whose ``lam`` lies
+        outside ``[lam_margin, 1 - lam_margin]``. Returns float32.
+        """
+        _check_lam(lam, "mask_for_encoder")
+        mask = ops.cast(ops.stop_gradient(mask), "float32")
+        if self.lam_adjust_prob >= 1.0:
+            mask = adjust_lambda(mask, lam)
+        elif self.lam_adjust_prob > 0.0:
+            draw = keras.random.uniform((), seed=self.seed_generator)
+            mask = ops.where(draw < self.lam_adjust_prob, adjust_lambda(mask, lam), mask)
+        if self.lam_margin > 0.0:
+            lam_col = _lam_as_column(lam, len(mask.shape))
+            outside = ops.logical_or(lam_col < self.lam_margin, lam_col > 1.0 - self.lam_margin)
+            mask = ops.where(outside, ops.broadcast_to(lam_col, ops.shape(mask)), mask)
+        return ops.stop_gradient(mask)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "preset": self.preset,
+                "in_channels": self.in_channels,
+                "seed": self.seed,
+            }
+        )
+        config.update({name: getattr(self, _ATTRIBUTE.get(name, name)) for name in SWITCHES})
+        return config
+
+
+def adjust_lambda(mask, lam):
+    """Rescale each mask so that its mean equals ``lam`` (see `MixBlock.adjust_lambda`)."""
+    mask = ops.cast(ops.convert_to_tensor(mask), "float32")
+    ndim = len(mask.shape)
+    lam_col = _lam_as_column(lam, ndim)
+    mu = ops.mean(mask, axis=tuple(range(1, ndim)), keepdims=True)
+    larger = mu > lam_col
+    smaller = mu < lam_col
+    safe_mu = ops.where(larger, mu, 1.0)
+    safe_one_minus_mu = ops.where(smaller, 1.0 - mu, 1.0)
+    shrink = mask * (lam_col / safe_mu)
+    grow = 1.0 - (1.0 - mask) * ((1.0 - lam_col) / safe_one_minus_mu)
+    return ops.where(larger, shrink, ops.where(smaller, grow, mask))
+
+
+def mask_statistics(mask):
+    """Metrics of a batch of masks ``(B, H, W, 1)``.
+
+    Returns a dict of float32 scalars: ``mask_mean`` (mean over batch and
+    pixels) and ``mask_std`` (the spatial standard deviation of each mask,
+    averaged over the batch: ~0 when the Mix Block collapsed to a constant
+    mask, the known trivial solution).
+    """
+    mask = ops.cast(ops.convert_to_tensor(mask), "float32")
+    flat = ops.reshape(mask, (ops.shape(mask)[0], -1))
+    return {
+        "mask_mean": ops.mean(flat),
+        "mask_std": ops.mean(ops.std(flat, axis=1)),
+    }

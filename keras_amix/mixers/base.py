@@ -1,0 +1,440 @@
+"""Shared sampling helpers, the mixer registry and the `Mixer` base class.
+
+Everything here is `keras.ops` / `keras.random` only, so the mixers run on the
+TensorFlow, JAX and torch backends, eagerly and inside compiled functions, and
+(on the TensorFlow backend) inside `tf.data.Dataset.map`.
+
+The helpers are small pure functions (timm's `mixup.py` style):
+
+- `sample_lambda`: λ ~ Beta(α, α) from two Gamma draws.
+- `sample_permutation`: the pairing `perm` (optionally without fixed points).
+- `sample_boxes` / `box_mask`: CutMix boxes and their exact λ.
+- `one_hot_labels`: integer or soft labels to float one-hot rows.
+"""
+
+import numbers
+
+import keras
+from keras import ops
+
+_REGISTRY = {}
+
+
+def register(name):
+    """Class decorator: registers a `Mixer` subclass under `name`.
+
+    The class is also registered for Keras serialization
+    (`package="keras_amix"`). A new mixer is one file plus this decorator.
+    """
+
+    def decorator(cls):
+        key = name.lower()
+        if key in _REGISTRY and _REGISTRY[key].__qualname__ != cls.__qualname__:
+            raise ValueError(
+                f"A mixer named {key!r} is already registered "
+                f"({_REGISTRY[key].__name__}); received {cls.__name__}."
+            )
+        cls = keras.saving.register_keras_serializable(package="keras_amix")(cls)
+        _REGISTRY[key] = cls
+        return cls
+
+    return decorator
+
+
+def available():
+    """Sorted names accepted by `get`."""
+    return sorted(_REGISTRY)
+
+
+def get(name, **kwargs):
+    """Returns a new mixer given its registered name (or a `Mixer` unchanged).
+
+    Args:
+        name: a registered name (see `available()`), case-insensitive, or a
+            `Mixer` instance (returned as is; `kwargs` must then be empty).
+        **kwargs: constructor arguments of the mixer, e.g. `alpha=0.2`.
+    """
+    if isinstance(name, Mixer):
+        if kwargs:
+            raise ValueError(
+                "Keyword arguments cannot be applied to an existing Mixer "
+                f"instance; received kwargs={sorted(kwargs)}."
+            )
+        return name
+    if not isinstance(name, str) or name.lower() not in _REGISTRY:
+        raise ValueError(
+            f"Unknown mixer name={name!r}. Available mixers: {available()}."
+        )
+    return _REGISTRY[name.lower()](**kwargs)
+
+
+# ---------------------------------------------------------------------------
+# Pure helpers.
+# ---------------------------------------------------------------------------
+
+
+def sample_lambda(seed_gen, alpha, shape):
+    """λ ~ Beta(α, α) of the given shape, float32.
+
+    Drawn as g1 / (g1 + g2) with g1, g2 ~ Gamma(α) (two `keras.random.gamma`
+    draws) because `keras.random.beta` does not compile under XLA on the
+    TensorFlow backend. If both Gamma draws underflow to 0 (possible for tiny
+    α in float32) λ = 0.5.
+    """
+    g1 = keras.random.gamma(shape, alpha, dtype="float32", seed=seed_gen)
+    g2 = keras.random.gamma(shape, alpha, dtype="float32", seed=seed_gen)
+    total = g1 + g2
+    return ops.where(total > 0, g1 / ops.maximum(total, 1e-30), 0.5)
+
+
+def sample_permutation(seed_gen, batch_size, no_repeat=False):
+    """A random permutation of `range(batch_size)`, int32 of shape (B,).
+
+    With `no_repeat=True` the permutation has no fixed point (perm[i] != i):
+    a random order σ composed with a random cyclic shift k ∈ [1, B - 1],
+    perm[σ[j]] = σ[(j + k) mod B].
+    """
+    keys = keras.random.uniform((batch_size,), seed=seed_gen)
+    order = ops.cast(ops.argsort(keys), "int32")
+    if not no_repeat:
+        return order
+    size = ops.cast(batch_size, "int32")
+    u = keras.random.uniform((), seed=seed_gen)
+    shift = 1 + ops.cast(ops.floor(u * ops.cast(size - 1, "float32")), "int32")
+    shift = ops.minimum(shift, size - 1)
+    inverse = ops.cast(ops.argsort(order), "int32")
+    return ops.take(order, ops.mod(inverse + shift, size), axis=0)
+
+
+def box_mask(y1, x1, y2, x2, height, width):
+    """Mask (B, H, W, 1) float32: 0 inside the box [y1, y2) × [x1, x2), else 1.
+
+    The mask is the weight of the first image (the box is pasted from the
+    second one). Box coordinates are int tensors of shape (B,).
+    """
+    rows = ops.arange(height, dtype="int32")[None, :]
+    cols = ops.arange(width, dtype="int32")[None, :]
+    y1, x1, y2, x2 = (ops.cast(v, "int32")[:, None] for v in (y1, x1, y2, x2))
+    in_rows = ops.logical_and(rows >= y1, rows < y2)
+    in_cols = ops.logical_and(cols >= x1, cols < x2)
+    inside = ops.logical_and(in_rows[:, :, None], in_cols[:, None, :])
+    return ops.cast(ops.logical_not(inside), "float32")[..., None]
+
+
+def sample_boxes(seed_gen, lam, height, width, centers=None):
+    """CutMix boxes of area (1 − λ)·H·W, clipped to the image.
+
+    The box side is floor(H·√(1−λ)) × floor(W·√(1−λ)); its centre is uniform
+    over the pixels (or `centers`), the box is clipped to the image and λ is
+    recomputed from the clipped area.
+
+    Args:
+        seed_gen: a `keras.random.SeedGenerator`.
+        lam: (B,) float target λ (weight of the first image).
+        height, width: image size.
+        centers: optional `(cy, cx)` int tensors of shape (B,); uniform if None.
+
+    Returns:
+        `(mask, lam, box)`: mask (B, H, W, 1) float32 (weight of the first
+        image), the exact λ (B,) = 1 − clipped area / (H·W) = mask mean, and
+        box (B, 4) int32 `[y1, x1, y2, x2]` (end exclusive).
+    """
+    lam = ops.cast(lam, "float32")
+    ratio = ops.sqrt(ops.clip(1.0 - lam, 0.0, 1.0))
+    h = ops.cast(height, "float32")
+    w = ops.cast(width, "float32")
+    # The small epsilon keeps floor(4 * 0.5) == 2 under float32 rounding.
+    cut_h = ops.cast(ops.floor(h * ratio + 1e-4), "int32")
+    cut_w = ops.cast(ops.floor(w * ratio + 1e-4), "int32")
+    if centers is None:
+        batch = ops.shape(lam)[0]
+        uy = keras.random.uniform((batch,), seed=seed_gen)
+        ux = keras.random.uniform((batch,), seed=seed_gen)
+        cy = ops.minimum(ops.cast(ops.floor(uy * h), "int32"), height - 1)
+        cx = ops.minimum(ops.cast(ops.floor(ux * w), "int32"), width - 1)
+    else:
+        cy, cx = (ops.cast(c, "int32") for c in centers)
+    top = cy - cut_h // 2
+    left = cx - cut_w // 2
+    y1 = ops.clip(top, 0, height)
+    y2 = ops.clip(top + cut_h, 0, height)
+    x1 = ops.clip(left, 0, width)
+    x2 = ops.clip(left + cut_w, 0, width)
+    mask = box_mask(y1, x1, y2, x2, height, width)
+    area = ops.cast((y2 - y1) * (x2 - x1), "float32")
+    exact_lam = 1.0 - area / (h * w)
+    box = ops.stack([y1, x1, y2, x2], axis=1)
+    return mask, exact_lam, box
+
+
+def _is_integer_dtype(dtype):
+    dtype = keras.backend.standardize_dtype(dtype)
+    return "int" in dtype or dtype == "bool"
+
+
+def one_hot_labels(labels, num_classes=None):
+    """Integer labels (B,) or (B, 1) → one-hot float32; soft labels unchanged.
+
+    Raises ValueError naming `labels` when the rank / width is not allowed.
+    """
+    labels = ops.convert_to_tensor(labels)
+    shape = tuple(labels.shape)
+    if _is_integer_dtype(labels.dtype):
+        if len(shape) == 2 and shape[1] == 1:
+            labels = ops.reshape(labels, (-1,))
+        elif len(shape) != 1:
+            raise ValueError(
+                "Integer `labels` must have shape (batch,) or (batch, 1); "
+                f"received labels.shape={shape}."
+            )
+        if num_classes is None:
+            raise ValueError(
+                f"Integer `labels` (dtype {labels.dtype}) need the mixer's "
+                "`num_classes` argument; received num_classes=None. Pass "
+                "num_classes=K or one-hot / soft labels of shape (batch, K)."
+            )
+        return ops.one_hot(ops.cast(labels, "int32"), num_classes, dtype="float32")
+    if len(shape) != 2:
+        raise ValueError(
+            "Float `labels` must be one-hot or soft of shape (batch, "
+            f"num_classes); received labels.shape={shape}."
+        )
+    if num_classes is not None and shape[1] is not None and shape[1] != num_classes:
+        raise ValueError(
+            f"`labels` must have width num_classes={num_classes}; received "
+            f"labels.shape={shape}."
+        )
+    return labels
+
+
+def validate_images(images, rank=4):
+    """Checks the static rank and batch size of `images` (ValueError)."""
+    shape = tuple(images.shape)
+    if rank is not None and len(shape) != rank:
+        raise ValueError(
+            "`images` must be a rank-4 tensor (batch, height, width, "
+            f"channels); received images.shape={shape} (rank {len(shape)})."
+        )
+    if rank is None and len(shape) < 2:
+        raise ValueError(
+            "`images` must have a batch axis and at least one feature axis; "
+            f"received images.shape={shape}."
+        )
+    if shape[0] is not None and shape[0] < 2:
+        raise ValueError(
+            "Mixing needs a batch of at least 2 `images`; received batch "
+            f"size {shape[0]} (images.shape={shape})."
+        )
+
+
+def cast_like(x, dtype):
+    """Casts float32 `x` to `dtype`, rounding (and clipping) for integers."""
+    dtype = keras.backend.standardize_dtype(dtype)
+    if _is_integer_dtype(dtype):
+        x = ops.round(x)
+        if dtype == "uint8":
+            x = ops.clip(x, 0, 255)
+    return ops.cast(x, dtype)
+
+
+def broadcast_weight(weight, rank):
+    """(B,) → (B, 1, ..., 1) of the given rank."""
+    return ops.reshape(weight, (-1,) + (1,) * (rank - 1))
+
+
+# ---------------------------------------------------------------------------
+# Base class.
+# ---------------------------------------------------------------------------
+
+
+class Mixer(keras.layers.Layer):
+    """Base class of the class-level mixers (sample parameters, then apply).
+
+    Subclasses implement `sample_params` (and `mix_images` when the mixing is
+    more than a per-pixel convex combination with `params["mask"]` or
+    `params["lam"]`). `call` = validate, sample, pair `b = images[perm]`, mix.
+
+    Args:
+        alpha: float > 0, λ ~ Beta(alpha, alpha).
+        num_classes: optional int; lets the mixer accept integer labels.
+        per_sample: bool; one λ per sample instead of one per batch (paper
+            convention: one per batch).
+        no_repeat: bool; pair sample i with perm[i] != i.
+        fixed_lam: optional float in [0, 1]; forces the target λ (tests, the
+            λ = 1 identity).
+        seed: int, None or a `keras.random.SeedGenerator`.
+        **kwargs: `keras.layers.Layer` arguments (e.g. `name`).
+
+    Call arguments:
+        images: (B, H, W, C) tensor, or a dict `{"images": ..., "labels": ...}`
+            (then a dict is returned).
+        labels: (B, K) one-hot / soft labels, or int labels (B,) / (B, 1) when
+            `num_classes` is set. May be None (then None is returned).
+        training: bool; False returns the inputs (labels one-hot).
+        **extra: method-specific inputs (e.g. `saliency=` for PuzzleMix).
+
+    Returns:
+        `(mixed_images, mixed_labels)` with the input's image dtype and shape
+        and float labels whose rows sum to 1.
+    """
+
+    requires_saliency = False
+    mixes_hidden = False
+    image_rank = 4
+
+    def __init__(
+        self,
+        alpha=1.0,
+        num_classes=None,
+        per_sample=False,
+        no_repeat=False,
+        fixed_lam=None,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if (
+            isinstance(alpha, bool)
+            or not isinstance(alpha, numbers.Real)
+            or not alpha > 0
+        ):
+            raise ValueError(f"`alpha` must be a number > 0; received alpha={alpha!r}.")
+        if num_classes is not None and (
+            isinstance(num_classes, bool)
+            or not isinstance(num_classes, numbers.Integral)
+            or num_classes < 1
+        ):
+            raise ValueError(
+                "`num_classes` must be None or an int >= 1; received "
+                f"num_classes={num_classes!r}."
+            )
+        if fixed_lam is not None and (
+            isinstance(fixed_lam, bool)
+            or not isinstance(fixed_lam, numbers.Real)
+            or not 0.0 <= fixed_lam <= 1.0
+        ):
+            raise ValueError(
+                "`fixed_lam` must be None or a float in [0, 1]; received "
+                f"fixed_lam={fixed_lam!r}."
+            )
+        self.alpha = float(alpha)
+        self.num_classes = None if num_classes is None else int(num_classes)
+        self.per_sample = bool(per_sample)
+        self.no_repeat = bool(no_repeat)
+        self.fixed_lam = None if fixed_lam is None else float(fixed_lam)
+        if isinstance(seed, keras.random.SeedGenerator):
+            self.seed = None
+            self.seed_generator = seed
+        else:
+            self.seed = seed
+            self.seed_generator = keras.random.SeedGenerator(seed)
+        # Keep the caller's dtypes (no autocast) and allow `labels=None`.
+        self._convert_input_args = False
+        self._allow_non_tensor_positional_args = True
+
+    # -- sampling -----------------------------------------------------------
+
+    def sample_lam(self, batch_size):
+        """Target λ of shape (B,): `fixed_lam`, or Beta(α, α) per batch/sample."""
+        if self.fixed_lam is not None:
+            return ops.full((batch_size,), self.fixed_lam, dtype="float32")
+        shape = (batch_size,) if self.per_sample else (1,)
+        lam = sample_lambda(self.seed_generator, self.alpha, shape)
+        return ops.broadcast_to(lam, (batch_size,))
+
+    def sample_perm(self, batch_size):
+        return sample_permutation(self.seed_generator, batch_size, self.no_repeat)
+
+    def sample_params(self, images, labels=None, **extra):
+        """Returns a dict with at least "lam" (B,) float32 and "perm" (B,) int32."""
+        raise NotImplementedError
+
+    # -- applying -------------------------------------------------------------
+
+    def mix_images(self, images_a, images_b, params):
+        """Mixes `images_a` with the already-paired `images_b`.
+
+        Uses `params["mask"]` (B, H, W, 1), the weight of `images_a`, when
+        present, else `params["lam"]` broadcast over all non-batch axes.
+        """
+        images_a = ops.convert_to_tensor(images_a)
+        dtype = images_a.dtype
+        a = ops.cast(images_a, "float32")
+        b = ops.cast(images_b, "float32")
+        if "mask" in params:
+            weight = params["mask"]
+        else:
+            weight = broadcast_weight(params["lam"], len(a.shape))
+        return cast_like(weight * a + (1.0 - weight) * b, dtype)
+
+    def mix_labels(self, labels, params):
+        """λ·y + (1 − λ)·y[perm], with the actual per-sample λ."""
+        labels = self.prepare_labels(labels)
+        dtype = labels.dtype
+        y = ops.cast(labels, "float32")
+        lam = params["lam"][:, None]
+        mixed = lam * y + (1.0 - lam) * ops.take(y, params["perm"], axis=0)
+        return ops.cast(mixed, dtype)
+
+    def prepare_labels(self, labels):
+        return one_hot_labels(labels, self.num_classes)
+
+    def validate_images(self, images):
+        validate_images(images, rank=self.image_rank)
+
+    def call(self, images, labels=None, training=True, **extra):
+        if isinstance(images, dict):
+            if labels is not None:
+                raise ValueError(
+                    "Pass labels inside the dict ({'images': ..., 'labels': "
+                    "...}) or as the second argument, not both."
+                )
+            data = dict(images)
+            mixed, mixed_labels = self._mix(
+                data["images"], data.get("labels"), training, **extra
+            )
+            data["images"] = mixed
+            if "labels" in data:
+                data["labels"] = mixed_labels
+            return data
+        return self._mix(images, labels, training, **extra)
+
+    def _mix(self, images, labels, training, **extra):
+        images = ops.convert_to_tensor(images)
+        self.validate_images(images)
+        if labels is not None:
+            labels = self.prepare_labels(labels)
+            if (
+                images.shape[0] is not None
+                and labels.shape[0] is not None
+                and images.shape[0] != labels.shape[0]
+            ):
+                raise ValueError(
+                    "`labels` must have the batch size of `images`; received "
+                    f"images.shape={tuple(images.shape)}, "
+                    f"labels.shape={tuple(labels.shape)}."
+                )
+        if not training:
+            return images, labels
+        params = self.sample_params(images, labels, **extra)
+        images_b = ops.take(images, params["perm"], axis=0)
+        mixed = self.mix_images(images, images_b, params)
+        mixed_labels = None if labels is None else self.mix_labels(labels, params)
+        return mixed, mixed_labels
+
+    def compute_output_shape(self, images_shape, labels_shape=None):
+        return images_shape, labels_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "alpha": self.alpha,
+                "num_classes": self.num_classes,
+                "per_sample": self.per_sample,
+                "no_repeat": self.no_repeat,
+                "fixed_lam": self.fixed_lam,
+                "seed": self.seed,
+            }
+        )
+        return config

@@ -1,0 +1,329 @@
+"""Supervised AutoMix / AMix training: an encoder and a Mix Block trained together."""
+
+import keras
+from keras import ops
+
+from keras_amix import backbones as backbones_lib
+from keras_amix import losses as losses_lib
+from keras_amix.layers import MixBlock, mask_statistics
+from keras_amix.mixers.base import sample_lambda, sample_permutation
+from keras_amix.training.schedules import MomentumSchedule
+from keras_amix.training.step import StepModel, ema_update
+
+MIX_LOSSES = ("ce", "pbce", "ce+pbce", "bce", "ce+bce")
+
+
+def _mix(mask, images_a, images_b):
+    mask = ops.cast(mask, images_a.dtype)
+    return mask * images_a + (1.0 - mask) * images_b
+
+
+def _mix_labels(labels, perm, lam):
+    return lam * labels + (1.0 - lam) * ops.take(labels, perm, axis=0)
+
+
+@keras.saving.register_keras_serializable(package="keras_amix")
+class AMixClassifier(StepModel):
+    """AutoMix / AMix: a classifier and a Mix Block that learns the mixing.
+
+    Each training step (DESIGN §5, paper §3.2-3.3) draws two mixing ratios
+    λ_φ, λ_θ ~ Beta(α, α) and two pairings, reads stage features of the
+    *momentum* encoder θ_k, and lets the Mix Block φ predict a pixel mask for
+    each. The online encoder θ_q trains on the clean batch (one-hot CE) plus
+    the images mixed with the stop-gradient mask of λ_θ (after λ adjusting and
+    the λ margin); the Mix Block trains on `mix_loss` of the momentum encoder
+    on the images mixed with the mask of λ_φ, plus the mask loss. Gradients
+    of the Mix Block's loss flow through the frozen momentum encoder into the
+    pixels and reach only φ. After the optimizer step, θ_k ← m θ_k + (1−m) θ_q,
+    with m from `momentum_schedule` at the model's step counter (so a resumed
+    run continues the schedule where it stopped). BatchNorm statistics of θ_k
+    come from its own forward passes.
+
+    Separate learning rates for θ and φ: compile with
+    `keras.optimizers.MultiOptimizer` and route variables whose path contains
+    `"mix_block"` to φ's optimizer (see `experiments/train_supervised.py`).
+
+    Args:
+        backbone: a `keras_amix.backbones.resnet(...)` model (named stages).
+        num_classes: int >= 2.
+        mix_block: "amix", "automix" or a `keras_amix.layers.MixBlock`.
+        mix_block_kwargs: switches for the Mix Block when given by preset name.
+        alpha: float > 0, Beta(α, α) of both λ (2.0 in the paper).
+        feature_stage: backbone stage whose output feeds the Mix Block
+            ("stage3", the paper's l = 3).
+        mix_loss: the Mix Block's classification loss: "ce", "pbce",
+            "ce+pbce", "bce" (non-parametric, on pooled momentum embeddings),
+            "ce+bce".
+        momentum_schedule: a `MomentumSchedule` (base 0.999 → 1, cosine after
+            10 % warm-up) or a float for a constant momentum.
+        total_steps: number of training steps the schedule spans (None: the
+            momentum stays at its base value).
+        clean_loss_weight: weight of the one-hot CE on the clean batch.
+        bce_temperature: temperature of the "bce" similarities.
+        seed: int seed of λ and the pairings.
+
+    Call arguments:
+        images: (B, H, W, C) normalised images; H and W multiples of the
+            feature stage's stride.
+        training: bool.
+        momentum: bool, use the momentum encoder and head (default False).
+
+    Example:
+
+    ```python
+    backbone = keras_amix.backbones.resnet(18, width=16)
+    model = keras_amix.models.AMixClassifier(backbone, 100, mix_block="amix",
+                                             total_steps=epochs * steps)
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+    model.fit(train_ds, validation_data=test_ds, epochs=epochs)
+    ```
+
+    Reference: AMix paper §3.2-3.3, Fig. 3, Tables 1, 7, 8; Liu et al. 2021
+    (AutoMix) for the momentum pipeline.
+    """
+
+    def __init__(self, backbone, num_classes, mix_block="amix", mix_block_kwargs=None,
+                 alpha=2.0, feature_stage="stage3", mix_loss="ce",
+                 momentum_schedule=None, total_steps=None, clean_loss_weight=1.0,
+                 bce_temperature=0.2, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"`num_classes` must be an integer >= 2; received {num_classes!r}.")
+        if not alpha > 0:
+            raise ValueError(f"`alpha` must be > 0; received {alpha!r}.")
+        if mix_loss not in MIX_LOSSES:
+            raise ValueError(f"`mix_loss` must be one of {MIX_LOSSES}; received {mix_loss!r}.")
+        if feature_stage not in ("stage1", "stage2", "stage3", "stage4"):
+            raise ValueError(
+                "`feature_stage` must be one of 'stage1'..'stage4'; "
+                f"received {feature_stage!r}."
+            )
+        if total_steps is not None and (not isinstance(total_steps, int) or total_steps < 1):
+            raise ValueError(f"`total_steps` must be a positive int or None; received {total_steps!r}.")
+        backbones_lib.stages(backbone)  # clear error for a backbone without named stages
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.alpha = float(alpha)
+        self.feature_stage = feature_stage
+        self.mix_loss = mix_loss
+        self.total_steps = total_steps
+        self.clean_loss_weight = float(clean_loss_weight)
+        self.bce_temperature = float(bce_temperature)
+        self.seed = seed
+        if momentum_schedule is None:
+            momentum_schedule = MomentumSchedule()
+        elif isinstance(momentum_schedule, (int, float)):
+            momentum_schedule = MomentumSchedule(base=float(momentum_schedule),
+                                                 final=float(momentum_schedule))
+        self.momentum_schedule = momentum_schedule
+
+        self.mix_block_kwargs = dict(mix_block_kwargs or {})
+        channels = backbones_lib.feature_channels(backbone, feature_stage)
+        if isinstance(mix_block, str):
+            mix_block = MixBlock(preset=mix_block, in_channels=channels,
+                                 seed=seed, name="mix_block", **self.mix_block_kwargs)
+        elif not isinstance(mix_block, MixBlock):
+            raise ValueError(
+                "`mix_block` must be 'amix', 'automix' or a MixBlock; "
+                f"received {mix_block!r}."
+            )
+        self.mix_block = mix_block
+        self.stride = backbones_lib.output_stride(backbone, feature_stage)
+
+        feature_dim = backbones_lib.feature_channels(backbone, "stage4")
+        self.pool = keras.layers.GlobalAveragePooling2D(name="pool")
+        self.head = keras.layers.Dense(num_classes, name="head")
+        self.head.build((None, feature_dim))
+        # The momentum encoder and head: EMA copies. Their layers stay
+        # trainable (BatchNorm uses batch statistics and updates its moving
+        # averages in its own forward passes) but every variable is marked
+        # non-trainable, so no optimizer ever touches them.
+        self.momentum_backbone = keras.models.clone_model(backbone)
+        self.momentum_head = keras.layers.Dense(num_classes, name="momentum_head")
+        self.momentum_head.build((None, feature_dim))
+        self.momentum_backbone.set_weights(backbone.get_weights())
+        self.momentum_head.set_weights(self.head.get_weights())
+        for variable in self.momentum_backbone.weights + self.momentum_head.weights:
+            variable.trainable = False
+        self._ema_pairs = [
+            (k, q)
+            for k, q in zip(self.momentum_backbone.weights + self.momentum_head.weights,
+                            backbone.weights + self.head.weights)
+            if q.trainable
+        ]
+        if not self.mix_block.built:
+            self.mix_block.build((None, None, None, channels))
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.step_counter = self.add_weight(
+            shape=(), dtype="int64", initializer="zeros", trainable=False, name="step_counter"
+        )
+        for name in ("loss", "loss_theta", "loss_phi", "mask_loss", "mask_std",
+                     "mask_mean_error", "momentum"):
+            self.add_tracker(keras.metrics.Mean(name=name))
+        self.add_tracker(keras.metrics.CategoricalAccuracy(name="top1"))
+        self.add_tracker(keras.metrics.CategoricalAccuracy(name="top1_momentum"))
+
+    # ------------------------------------------------------------ forward
+    def call(self, images, training=False, momentum=False):
+        if momentum:
+            return self.momentum_head(self.pool(self.momentum_backbone(images, training=False)))
+        return self.head(self.pool(self.backbone(images, training=training)))
+
+    def momentum_value(self):
+        """The EMA momentum at the current step (a float32 scalar tensor)."""
+        if self.total_steps is None:
+            return ops.convert_to_tensor(self.momentum_schedule.base, "float32")
+        return self.momentum_schedule.ops_call(self.step_counter, self.total_steps)
+
+    # -------------------------------------------------------------- train
+    def _check_batch(self, images, labels):
+        if len(images.shape) != 4:
+            raise ValueError(
+                f"`images` must be a rank-4 NHWC batch; received shape {tuple(images.shape)}."
+            )
+        height, width = images.shape[1], images.shape[2]
+        for size, axis in ((height, "height"), (width, "width")):
+            if size is not None and size % self.stride:
+                raise ValueError(
+                    f"Image {axis} must be a multiple of the {self.feature_stage} stride "
+                    f"{self.stride}; received images of shape {tuple(images.shape)}."
+                )
+        if len(labels.shape) != 2 or labels.shape[-1] != self.num_classes:
+            raise ValueError(
+                f"`labels` must be one-hot or soft of shape (batch, {self.num_classes}); "
+                f"received shape {tuple(labels.shape)}."
+            )
+        if images.shape[0] is not None and images.shape[0] < 2:
+            raise ValueError(
+                f"AMix mixes pairs within a batch: batch size must be >= 2; "
+                f"received {images.shape[0]}."
+            )
+
+    def compute_train_loss(self, x, y):
+        terms = self.compute_losses(x, y)
+        loss = terms["theta"] + terms["phi"] + terms["mask"]
+        self.track("loss", loss)
+        self.track("loss_theta", terms["theta"])
+        self.track("loss_phi", terms["phi"])
+        self.track("mask_loss", terms["mask"])
+        return loss
+
+    def compute_losses(self, x, y):
+        """The three loss terms of one step, as a dict of scalars.
+
+        `theta`: the encoder's loss (reaches only θ_q and its head);
+        `phi`: the Mix Block's classification loss through the frozen
+        momentum encoder; `mask`: the Mix Block's mask loss. Mask statistics
+        and the clean top-1 are tracked as a side effect.
+        """
+        self._check_batch(x, y)
+        y = ops.cast(y, "float32")
+        batch = ops.shape(x)[0]
+        image_size = (int(x.shape[1]), int(x.shape[2]))
+        seed = self.seed_generator
+        lam_phi = sample_lambda(seed, self.alpha, ())
+        lam_theta = sample_lambda(seed, self.alpha, ())
+        perm_phi = sample_permutation(seed, batch)
+        perm_theta = sample_permutation(seed, batch)
+
+        # Stage-l features of the momentum encoder (no gradient).
+        z = ops.stop_gradient(
+            backbones_lib.run_stages(self.momentum_backbone, x, stop=self.feature_stage,
+                                     training=True)
+        )
+        mask_phi = self.mix_block(z, ops.take(z, perm_phi, axis=0), lam_phi,
+                                  image_size=image_size, training=True)
+        mask_theta = self.mix_block(z, ops.take(z, perm_theta, axis=0), lam_theta,
+                                    image_size=image_size, training=True)
+        mask_theta = self.mix_block.mask_for_encoder(mask_theta, lam_theta)
+
+        # θ: one-hot CE on the clean batch + mixup CE on the stop-gradient mask.
+        x_theta = _mix(mask_theta, x, ops.take(x, perm_theta, axis=0))
+        logits_clean = self(x, training=True)
+        logits_mix = self(x_theta, training=True)
+        loss_theta = (
+            self.clean_loss_weight * losses_lib.soft_target_cross_entropy(y, logits_clean)
+            + losses_lib.soft_target_cross_entropy(_mix_labels(y, perm_theta, lam_theta),
+                                                   logits_mix)
+        )
+
+        # φ: the mixup loss of the frozen momentum encoder + the mask loss.
+        x_phi = _mix(mask_phi, x, ops.take(x, perm_phi, axis=0))
+        loss_phi = self._mix_block_loss(x_phi, y, z, perm_phi, lam_phi)
+        loss_mask = self.mix_block.mask_loss(mask_phi, lam_phi)
+
+        stats = mask_statistics(mask_phi)
+        self.track("mask_std", stats["mask_std"])
+        self.track("mask_mean_error", ops.abs(stats["mask_mean"] - lam_phi))
+        self._trackers["top1"].update_state(y, logits_clean)
+        return {"theta": loss_theta, "phi": loss_phi, "mask": loss_mask}
+
+    def _mix_block_loss(self, x_phi, y, z, perm, lam):
+        features = self.momentum_backbone(x_phi, training=True)
+        embedding = self.pool(features)
+        logits = self.momentum_head(embedding)
+        y_b = ops.take(y, perm, axis=0)
+        terms = []
+        if "ce" in self.mix_loss.split("+"):
+            terms.append(losses_lib.mixup_cross_entropy(logits, y, y_b, lam))
+        if "pbce" in self.mix_loss:
+            terms.append(losses_lib.parametric_binary_cross_entropy(logits, y, y_b, lam))
+        if "bce" in self.mix_loss.split("+"):
+            # Embeddings of the two sources from the momentum encoder: finish
+            # the clean forward from the stage-l features already computed.
+            if self.feature_stage != "stage4":
+                z = backbones_lib.run_stages(self.momentum_backbone, z,
+                                             start=_next_stage(self.feature_stage),
+                                             training=True)
+            source = ops.stop_gradient(self.pool(z))
+            terms.append(losses_lib.binary_cross_entropy_embeddings(
+                embedding, source, ops.take(source, perm, axis=0), lam,
+                temperature=self.bce_temperature))
+        total = terms[0]
+        for term in terms[1:]:
+            total = total + term
+        return total
+
+    def after_train_step(self):
+        momentum = self.momentum_value()
+        ema_update([k for k, _ in self._ema_pairs], [q for _, q in self._ema_pairs], momentum)
+        self.step_counter.assign_add(ops.cast(1, "int64"))
+        self.track("momentum", momentum)
+
+    # --------------------------------------------------------------- eval
+    def compute_test_metrics(self, x, y):
+        y = ops.cast(y, "float32")
+        logits = self(x, training=False)
+        self.track("loss", losses_lib.soft_target_cross_entropy(y, logits))
+        self._trackers["top1"].update_state(y, logits)
+        self._trackers["top1_momentum"].update_state(y, self(x, momentum=True))
+
+    # ------------------------------------------------------ serialisation
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            backbone=keras.saving.serialize_keras_object(self.backbone),
+            num_classes=self.num_classes,
+            mix_block=keras.saving.serialize_keras_object(self.mix_block),
+            alpha=self.alpha,
+            feature_stage=self.feature_stage,
+            mix_loss=self.mix_loss,
+            momentum_schedule=keras.saving.serialize_keras_object(self.momentum_schedule),
+            total_steps=self.total_steps,
+            clean_loss_weight=self.clean_loss_weight,
+            bce_temperature=self.bce_temperature,
+            seed=self.seed,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("backbone", "mix_block", "momentum_schedule"):
+            config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)
+
+
+def _next_stage(stage):
+    names = backbones_lib.STAGE_NAMES
+    return names[names.index(stage) + 1]

@@ -1,0 +1,230 @@
+"""One training-step skeleton for every model of the package, on each backend.
+
+Every keras-amix model computes its losses with plain, stateful Keras code
+(`self.backbone(x, training=True)`, `metric.update_state(...)`): the models
+override `compute_train_loss` and, where they keep momentum copies,
+`after_train_step`. `StepModel.train_step` turns that into the backend's
+training step:
+
+* TensorFlow and torch run the code as it is, under a `tf.GradientTape` or
+  `loss.backward()`.
+* JAX runs it inside a `keras.StatelessScope` that maps every variable to the
+  traced value of the step's state, so the very same code becomes a pure
+  function for `jax.value_and_grad`; assignments (BatchNorm statistics, seed
+  generators, metrics, the momentum update) come back as the new state.
+
+The gradient of the single scalar loss is taken with respect to every
+trainable variable. Models keep their loss terms apart by `stop_gradient` and
+by keeping momentum copies non-trainable, so one gradient routes each term to
+the variables it is meant to train (for AMix: the encoder's loss reaches only
+the encoder, the Mix Block's loss only the Mix Block). Separate learning rates
+for variable groups come from `keras.optimizers.MultiOptimizer`.
+"""
+
+import keras
+from keras import ops
+
+_BACKEND = keras.backend.backend()
+
+
+class StepModel(keras.Model):
+    """A `keras.Model` whose training step runs `compute_train_loss`.
+
+    Subclasses implement:
+
+    * `compute_train_loss(x, y)` -> scalar loss; may update the trackers of
+      `self.trackers` with `self.track(name, value)`.
+    * `compute_test_metrics(x, y)` -> None; updates trackers for `evaluate`.
+    * optionally `after_train_step()`: runs after the optimizer update with the
+      new weights (momentum encoders).
+
+    Trackers are `keras.metrics.Metric` objects created in `__init__` through
+    `self.add_tracker(metric)`; `model.metrics` returns exactly them, so the
+    logs of `fit` and `evaluate` are the names the model chose.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._trackers = {}
+
+    # ------------------------------------------------------------- metrics
+    def add_tracker(self, metric):
+        self._trackers[metric.name] = metric
+        return metric
+
+    def track(self, name, value):
+        self._trackers[name].update_state(value)
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    # ------------------------------------------------------------ the API
+    def compute_train_loss(self, x, y):
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement compute_train_loss(x, y)."
+        )
+
+    def compute_test_metrics(self, x, y):
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement compute_test_metrics(x, y)."
+        )
+
+    def after_train_step(self):
+        """Runs after each optimizer update (e.g. the momentum update)."""
+
+    def _logs(self):
+        return {name: m.result() for name, m in self._trackers.items()}
+
+    # ------------------------------------------------------ backend steps
+    if _BACKEND == "tensorflow":
+
+        def train_step(self, data):
+            import tensorflow as tf
+
+            x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            with tf.GradientTape() as tape:
+                loss = self.compute_train_loss(x, y)
+                # Gradients are summed over replicas by the optimizer, so the
+                # per-replica mean loss is divided by the replica count.
+                scaled = self.optimizer.scale_loss(loss / replicas)
+            weights = self.trainable_weights
+            grads = tape.gradient(scaled, weights)
+            self.optimizer.apply_gradients(zip(grads, weights))
+            ctx = tf.distribute.get_replica_context()
+            if ctx is not None and replicas > 1:
+                # Momentum copies are mirrored variables: update them once, in
+                # cross-replica context, from the (already synchronised)
+                # online weights.
+                ctx.merge_call(lambda _strategy: self.after_train_step())
+            else:
+                self.after_train_step()
+            return self._logs()
+
+        def test_step(self, data):
+            x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+            self.compute_test_metrics(x, y)
+            return self._logs()
+
+    elif _BACKEND == "torch":
+
+        def train_step(self, data):
+            import torch
+
+            x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+            self.zero_grad()
+            loss = self.compute_train_loss(x, y)
+            self.optimizer.scale_loss(loss).backward()
+            weights = self.trainable_weights[:]
+            grads = [v.value.grad for v in weights]
+            with torch.no_grad():
+                self.optimizer.apply(grads, weights)
+                self.after_train_step()
+            return self._logs()
+
+        def test_step(self, data):
+            import torch
+
+            x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+            with torch.no_grad():
+                self.compute_test_metrics(x, y)
+            return self._logs()
+
+    elif _BACKEND == "jax":
+
+        def _run_stateless(self, fn, variables, values):
+            """Runs stateful `fn()` as a pure function of `values`.
+
+            Returns `(fn's result, new values of variables)`.
+            """
+            mapping = list(zip(variables, values))
+            with keras.StatelessScope(state_mapping=mapping) as scope:
+                out = fn()
+            new_values = []
+            for variable, value in mapping:
+                new = scope.get_current_value(variable)
+                new_values.append(value if new is None else new)
+            return out, new_values
+
+        def train_step(self, state, data):
+            import jax
+
+            trainable, non_trainable, optimizer_vars, metric_vars = state
+            x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+            tv, ntv = self.trainable_variables, self.non_trainable_variables
+            mv = self.metrics_variables
+            n_t, n_nt = len(tv), len(ntv)
+
+            def loss_fn(trainable_values):
+                loss, new = self._run_stateless(
+                    lambda: self.compute_train_loss(x, y),
+                    tv + ntv + mv,
+                    list(trainable_values) + list(non_trainable) + list(metric_vars),
+                )
+                mapping = list(zip(self.optimizer.variables, optimizer_vars))
+                with keras.StatelessScope(state_mapping=mapping):
+                    scaled = self.optimizer.scale_loss(loss)
+                return scaled, new[n_t:]
+
+            (_, new), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
+            non_trainable, metric_vars = new[:n_nt], new[n_nt:]
+            trainable, optimizer_vars = self.optimizer.stateless_apply(
+                optimizer_vars, grads, trainable
+            )
+            _, new = self._run_stateless(
+                self.after_train_step, tv + ntv, list(trainable) + list(non_trainable)
+            )
+            trainable, non_trainable = new[:n_t], new[n_t:]
+            logs, _ = self._run_stateless(self._logs, mv, metric_vars)
+            return logs, (trainable, non_trainable, optimizer_vars, metric_vars)
+
+        def test_step(self, state, data):
+            trainable, non_trainable, metric_vars = state
+            x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+            tv, ntv = self.trainable_variables, self.non_trainable_variables
+            mv = self.metrics_variables
+            n_t, n_nt = len(tv), len(ntv)
+            _, new = self._run_stateless(
+                lambda: self.compute_test_metrics(x, y),
+                tv + ntv + mv,
+                list(trainable) + list(non_trainable) + list(metric_vars),
+            )
+            non_trainable, metric_vars = new[n_t : n_t + n_nt], new[n_t + n_nt :]
+            logs, _ = self._run_stateless(self._logs, mv, metric_vars)
+            return logs, (trainable, non_trainable, metric_vars)
+
+
+def input_gradient(fn, x):
+    """Gradient of the scalar `fn(x)` with respect to the tensor `x`.
+
+    Runs on every backend inside a training step (PuzzleMix and Co-Mixup use
+    it for the saliency |dL/dx|). The result carries no gradient itself.
+    """
+    if _BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.convert_to_tensor(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = fn(x)
+        return tf.stop_gradient(tape.gradient(value, x))
+    if _BACKEND == "jax":
+        import jax
+
+        return jax.lax.stop_gradient(jax.grad(lambda t: fn(t))(x))
+    if _BACKEND == "torch":
+        import torch
+
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            value = fn(x)
+            (grad,) = torch.autograd.grad(value, x)
+        return grad.detach()
+    raise NotImplementedError(f"input_gradient does not support backend {_BACKEND!r}.")
+
+
+def ema_update(targets, sources, momentum):
+    """`t <- m * t + (1 - m) * s` for matching lists of variables."""
+    for target, source in zip(targets, sources):
+        target.assign(momentum * target + (1.0 - momentum) * ops.cast(source, target.dtype))

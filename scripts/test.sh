@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# README command (b): install, then run the whole suite once per backend
+# (one process each): TensorFlow, JAX, and torch when a torch wheel is
+# available without a download (torch stays optional).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh test,jax || exit 1
+VENV="${KERAS_AMIX_VENV:-.venv}"
+PY="$VENV/bin/python"
+export TF_CPP_MIN_LOG_LEVEL=2 PYTHONHASHSEED=0
+
+# torch: install only if the pinned CPU wheel is available locally (no-index).
+if ! "$PY" -c "import torch" >/dev/null 2>&1; then
+  if "$PY" -m pip download --quiet --no-deps --no-index -d "$(mktemp -d)" "torch==2.13.0" >/dev/null 2>&1; then
+    "$PY" -m pip install --quiet "torch==2.13.0" || true
+  fi
+fi
+
+status=0
+for backend in tensorflow jax; do
+  echo "=== KERAS_BACKEND=$backend ==="
+  KERAS_BACKEND=$backend "$PY" -m pytest tests -q -n 2 --dist loadfile "$@" || status=1
+done
+if "$PY" -c "import torch" >/dev/null 2>&1; then
+  echo "=== KERAS_BACKEND=torch (layers, mixers, losses) ==="
+  KERAS_BACKEND=torch "$PY" -m pytest tests/layers tests/mixers tests/losses tests/backbones -q -n 2 --dist loadfile "$@" || status=1
+else
+  echo "=== torch not installed: torch-backend tests skipped ==="
+fi
+exit $status

@@ -1,0 +1,47 @@
+"""Test configuration shared by the whole suite.
+
+The suite runs once per Keras backend, one process each (see scripts/test.sh).
+Tests marked ``backend_independent`` exercise TensorFlow-only code (tf.data,
+SavedModel export, MirroredStrategy); they run in the TensorFlow process only.
+Tests marked ``slow_backend`` are skipped under torch, where only the layers,
+mixers and losses are expected to run.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+import pytest
+
+BACKEND = keras.backend.backend()
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "backend_independent: TF-side code; runs in the tensorflow process only"
+    )
+    config.addinivalue_line(
+        "markers", "training: trains a model; runs on tensorflow and jax, not torch"
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "backend_independent" in item.keywords and BACKEND != "tensorflow":
+            item.add_marker(pytest.mark.skip(reason="TF-side test: runs in the tensorflow process"))
+        if "training" in item.keywords and BACKEND not in ("tensorflow", "jax"):
+            item.add_marker(pytest.mark.skip(reason="training runs on tensorflow and jax"))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_session():
+    keras.utils.clear_session()
+    keras.utils.set_random_seed(0)
+    yield
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

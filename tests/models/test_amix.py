@@ -1,0 +1,150 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_amix import backbones, models
+from keras_amix.layers import MixBlock
+from keras_amix.training.schedules import MomentumSchedule
+
+BACKEND = keras.backend.backend()
+
+
+def _data(n=8, size=16, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, size, size, 3)).astype("float32")
+    y = keras.utils.to_categorical(rng.integers(0, classes, n), classes).astype("float32")
+    return x, y
+
+
+def _model(preset="amix", classes=3, **kw):
+    return models.AMixClassifier(backbones.resnet(18, width=8), classes, mix_block=preset,
+                                 seed=1, **kw)
+
+
+def _np(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def _var_ids(variables):
+    return {id(v) for v in variables}
+
+
+def test_momentum_copies_are_not_trainable_and_start_equal():
+    model = _model()
+    trainable = _var_ids(model.trainable_weights)
+    assert not trainable & _var_ids(model.momentum_backbone.weights)
+    assert not trainable & _var_ids(model.momentum_head.weights)
+    assert _var_ids(model.mix_block.trainable_weights) <= trainable
+    for k, q in model._ema_pairs:
+        np.testing.assert_array_equal(_np(k), _np(q))
+
+
+@pytest.mark.training
+@pytest.mark.parametrize("preset,mix_loss", [("amix", "ce"), ("automix", "ce"),
+                                             ("amix", "pbce"), ("amix", "ce+bce")])
+def test_fit_and_evaluate_both_encoders(preset, mix_loss):
+    x, y = _data()
+    model = _model(preset, mix_loss=mix_loss, total_steps=4)
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+    history = model.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    for key in ("loss", "loss_theta", "loss_phi", "mask_loss", "mask_std", "momentum"):
+        assert np.all(np.isfinite(history.history[key])), key
+    logs = model.evaluate(x, y, batch_size=4, return_dict=True, verbose=0)
+    assert {"top1", "top1_momentum", "loss"} <= set(logs)
+    assert int(_np(model.step_counter)) == 4
+
+
+@pytest.mark.training
+def test_ema_update_is_exact():
+    x, y = _data(n=4)
+    model = _model(momentum_schedule=0.5)
+    model.compile(optimizer=keras.optimizers.SGD(0.5))
+    before = [_np(k).copy() for k, _ in model._ema_pairs]
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    moved = 0
+    for (k, q), k0 in zip(model._ema_pairs, before):
+        np.testing.assert_allclose(_np(k), 0.5 * k0 + 0.5 * _np(q), rtol=1e-5, atol=1e-6)
+        moved += not np.allclose(_np(k), k0)
+    assert moved > 0
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="uses tf.GradientTape")
+def test_gradient_routing():
+    """θ's loss reaches only θ; φ's losses reach only the Mix Block."""
+    import tensorflow as tf
+
+    x, y = _data(n=4)
+    model = _model("amix")
+    model.mix_block.gamma_weight.assign(0.5) if hasattr(model.mix_block, "gamma_weight") else None
+    block = _var_ids(model.mix_block.trainable_weights)
+    encoder = _var_ids(model.backbone.trainable_weights + model.head.trainable_weights)
+    weights = model.trainable_weights
+    with tf.GradientTape(persistent=True) as tape:
+        terms = model.compute_losses(tf.constant(x), tf.constant(y))
+    for name, allowed in (("theta", encoder), ("phi", block), ("mask", block)):
+        grads = tape.gradient(terms[name], weights)
+        for v, g in zip(weights, grads):
+            nonzero = g is not None and float(tf.reduce_max(tf.abs(g))) > 0
+            if id(v) not in allowed:
+                assert not nonzero, f"{name} loss reached {v.path}"
+        assert any(g is not None and float(tf.reduce_max(tf.abs(g))) > 0
+                   for v, g in zip(weights, grads) if id(v) in allowed), name
+
+
+@pytest.mark.training
+def test_save_load_resume_keeps_schedule_and_optimizers(tmp_path):
+    x, y = _data()
+    model = _model(total_steps=10)
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    path = os.path.join(tmp_path, "amix.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, models.AMixClassifier)
+    assert int(_np(loaded.step_counter)) == 2
+    assert int(loaded.optimizer.iterations) == 2
+    assert loaded.mix_block.get_config() == model.mix_block.get_config()
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    for (k1, _), (k2, _) in zip(model._ema_pairs, loaded._ema_pairs):
+        np.testing.assert_allclose(_np(k1), _np(k2))
+    assert not _var_ids(loaded.trainable_weights) & _var_ids(loaded.momentum_backbone.weights)
+    np.testing.assert_allclose(float(_np(loaded.momentum_value())),
+                               float(_np(model.momentum_value())))
+    loaded.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert int(_np(loaded.step_counter)) == 4
+
+
+def test_momentum_value_follows_schedule():
+    model = _model(total_steps=100)
+    schedule = MomentumSchedule()
+    for step in (0, 10, 50, 100):
+        model.step_counter.assign(step)
+        assert float(_np(model.momentum_value())) == pytest.approx(schedule(step, 100), abs=1e-6)
+
+
+def test_bad_arguments():
+    bb = backbones.resnet(18, width=8)
+    with pytest.raises(ValueError, match="mix_loss"):
+        models.AMixClassifier(bb, 3, mix_loss="nope")
+    with pytest.raises(ValueError, match="alpha"):
+        models.AMixClassifier(bb, 3, alpha=0.0)
+    with pytest.raises(ValueError, match="feature_stage"):
+        models.AMixClassifier(bb, 3, feature_stage="stage9")
+    with pytest.raises(ValueError, match="mix_block"):
+        models.AMixClassifier(bb, 3, mix_block=42)
+    plain = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3)])
+    with pytest.raises(ValueError, match="stage"):
+        models.AMixClassifier(plain, 3)
+    model = models.AMixClassifier(bb, 3)
+    x, y = _data(size=10)
+    with pytest.raises(ValueError, match="multiple of the stage3 stride"):
+        model.compute_train_loss(keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y))
+
+
+def test_custom_mix_block_object():
+    bb = backbones.resnet(18, width=8)
+    block = MixBlock(preset="automix", name="mix_block")
+    model = models.AMixClassifier(bb, 3, mix_block=block)
+    assert model.mix_block is block
