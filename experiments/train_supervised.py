@@ -32,8 +32,10 @@ from absl import flags
 
 from experiments import common
 
-METHODS = ("vanilla", "mixup", "cutmix", "saliencymix", "fmix", "resizemix",
-           "puzzlemix", "comixup", "manifoldmix")
+STATIC_METHODS = ("mixup", "cutmix", "saliencymix", "fmix", "resizemix",
+                  "puzzlemix", "comixup", "manifoldmix")
+LEARNED_METHODS = ("automix", "amix")
+METHODS = ("vanilla",) + STATIC_METHODS + LEARNED_METHODS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,40 +54,50 @@ class Config:
     alpha: float = None  # None: the method's default
     epochs: int = 15
     batch_size: int = 64
-    lr: float = 0.1
+    lr: float = 0.05
     weight_decay: float = 5e-4
     momentum: float = 0.9
-    warmup_epochs: int = 0
+    warmup_epochs: int = 1
     per_class_limit: int = None
     max_train_examples: int = None
     max_test_examples: int = None
     seed: int = 0
     strategy: str = "default"
     export: bool = True
+    # AutoMix / AMix (DESIGN §5): l = 3, beta = 0.1, eps = 0.1 live in the
+    # Mix Block presets; `settings` picks the paper's or the official code's.
+    settings: str = "paper"
+    mix_loss: str = "ce"
+    feature_stage: str = "stage3"
+    momentum_base: float = 0.999
+    momentum_final: float = None  # None: 1.0 (paper) or 0.999999 (official)
+    phi_lr: float = None  # None: the Mix Block shares the encoder's optimizer
+    mix_block: tuple = ()  # "switch=value" overrides, e.g. ("attention=cross",)
 
 
 # The paper's settings (DESIGN §10); the default config is the CPU demo.
 PRESETS = {
-    "demo": Config(),
+    "demo": Config(),  # digits: lr 0.05 with one warm-up epoch is stable at batch 64
     "cifar100": Config(dataset="cifar100", image_size=32, augment="cifar", epochs=800,
-                       batch_size=100, lr=0.1, weight_decay=1e-4),
+                       batch_size=100, lr=0.1, weight_decay=1e-4, warmup_epochs=0),
     "cifar10": Config(dataset="cifar10", image_size=32, augment="cifar", epochs=800,
-                      batch_size=100, lr=0.1, weight_decay=1e-4),
+                      batch_size=100, lr=0.1, weight_decay=1e-4, warmup_epochs=0),
     "tiny_imagenet": Config(dataset="tiny_imagenet", test_split="val", image_size=64,
                             augment="imagenet", epochs=400, batch_size=100, lr=0.2,
-                            weight_decay=1e-4),
+                            weight_decay=1e-4, warmup_epochs=0),
     "imagenet": Config(dataset="imagenet2012", test_split="validation", image_size=224,
                        augment="imagenet", stem="imagenet", width=64, epochs=300,
-                       batch_size=200, lr=0.1, weight_decay=1e-4),
+                       batch_size=200, lr=0.1, weight_decay=1e-4, warmup_epochs=0),
     "fine_grained": Config(dataset="caltech_birds2011", image_size=224, augment="imagenet",
                            stem="imagenet", width=64, epochs=200, batch_size=16, lr=0.001,
-                           weight_decay=5e-4),
+                           weight_decay=5e-4, warmup_epochs=0),
     # DESIGN §12: the calibrated CPU budget on the CIFAR-10 JPEG copy.
     "cpu_cifar10": Config(image_size=32, augment="cifar", width=16, epochs=100,
-                          batch_size=100, lr=0.1, weight_decay=5e-4, per_class_limit=500),
+                          batch_size=100, lr=0.1, weight_decay=5e-4, per_class_limit=500,
+                          warmup_epochs=0),
 }
 # Default mixing strength per method (the paper's grid search picks these).
-DEFAULT_ALPHA = {"mixup": 1.0, "cutmix": 0.2, "saliencymix": 0.2, "fmix": 0.2,
+DEFAULT_ALPHA = {"automix": 2.0, "amix": 2.0, "mixup": 1.0, "cutmix": 0.2, "saliencymix": 0.2, "fmix": 0.2,
                  "resizemix": 1.0, "puzzlemix": 1.0, "comixup": 2.0, "manifoldmix": 2.0}
 
 FLAGS = flags.FLAGS
@@ -116,6 +128,18 @@ flags.DEFINE_integer("max_test_examples", None, "Truncate the evaluation split."
 flags.DEFINE_integer("seed", Config.seed, "Random seed.")
 flags.DEFINE_string("strategy", Config.strategy, "default | mirrored (TF) | data_parallel (JAX)")
 flags.DEFINE_bool("export", Config.export, "Write a SavedModel into workdir/export.")
+flags.DEFINE_enum("settings", Config.settings, ["paper", "official"],
+                  "AutoMix/AMix: the paper's Mix Block settings or the official code's "
+                  "(ELU, no dropout, fixed gamma=1, lam adjusting p=0.25, lam margin 0.08, "
+                  "momentum to 0.999999; AutoMix without a lam input).")
+flags.DEFINE_string("mix_loss", Config.mix_loss, "Mix Block loss: ce | pbce | ce+pbce | bce | ce+bce")
+flags.DEFINE_string("feature_stage", Config.feature_stage, "Backbone stage read by the Mix Block.")
+flags.DEFINE_float("momentum_base", Config.momentum_base, "EMA momentum at the start.")
+flags.DEFINE_float("momentum_final", None, "EMA momentum at the end (cosine).")
+flags.DEFINE_float("phi_lr", None, "Separate learning rate of the Mix Block (cosine to 0).")
+flags.DEFINE_multi_string("mix_block", [], "Mix Block switch override 'name=value'; repeatable, "
+                          "e.g. --mix_block=attention=cross --mix_block=content=linear "
+                          "(one Table-8 ablation row per switch).")
 flags.DEFINE_bool("smoke", False, "Tiny and fast: a few batches of small images, width 8.")
 flags.DEFINE_string("workdir", "runs/supervised", "Output folder (resumes if it holds a backup).")
 
@@ -124,6 +148,7 @@ CONFIG_FLAGS = [f.name for f in dataclasses.fields(Config)]
 
 def resolve_config():
     cfg = common.resolve(PRESETS[FLAGS.preset], FLAGS, CONFIG_FLAGS)
+    cfg = dataclasses.replace(cfg, mix_block=tuple(cfg.mix_block))
     if FLAGS.smoke:
         smoke = dict(epochs=min(cfg.epochs, 2), batch_size=8, max_train_examples=64,
                      max_test_examples=32, image_size=min(cfg.image_size, 16),
@@ -149,6 +174,7 @@ def validate(cfg):
         common.check_positive(name, getattr(cfg, name))
     if cfg.alpha is not None and cfg.alpha <= 0:
         raise ValueError(f"`--alpha` must be > 0; received {cfg.alpha!r}.")
+    mix_block_switches(cfg)  # raises on a malformed or unknown switch
     if cfg.method != "vanilla" and cfg.batch_size < 2:
         raise ValueError(
             f"`--batch_size` must be >= 2 with a mixup method ({cfg.method!r}); "
@@ -156,12 +182,63 @@ def validate(cfg):
         )
 
 
-def build_model(cfg, num_classes):
+# The official code's Mix Block settings on CIFAR / Tiny-ImageNet (DESIGN §4).
+OFFICIAL_SWITCHES = {
+    "automix": dict(lam_encoding="none", dropout=0.0, activation="elu"),
+    "amix": dict(gamma=1.0, dropout=0.0, activation="elu", lam_adjust_prob=0.25,
+                 lam_margin=0.08),
+}
+
+
+def _parse_value(text):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def mix_block_switches(cfg):
+    """The Mix Block switches of a config: settings, then --mix_block overrides."""
+    from keras_amix.layers.mix_block import SWITCHES
+
+    switches = {}
+    if cfg.settings == "official" and cfg.method in OFFICIAL_SWITCHES:
+        switches.update(OFFICIAL_SWITCHES[cfg.method])
+    for item in cfg.mix_block:
+        name, sep, value = item.partition("=")
+        if not sep or name not in SWITCHES:
+            raise ValueError(
+                f"`--mix_block` takes 'switch=value' with a switch in {sorted(SWITCHES)}; "
+                f"received {item!r}."
+            )
+        switches[name] = _parse_value(value)
+    if switches and cfg.method not in LEARNED_METHODS:
+        raise ValueError(
+            f"`--mix_block` applies to --method=automix|amix; received method {cfg.method!r}."
+        )
+    return switches
+
+
+def build_model(cfg, num_classes, total_steps=None):
     from keras_amix import models
+    from keras_amix.training.schedules import MomentumSchedule
 
     backbone = common.build_backbone(cfg.backbone, cfg.width, cfg.stem, cfg.image_size)
     if cfg.method == "vanilla":
         return models.MixupClassifier(backbone, num_classes)
+    if cfg.method in LEARNED_METHODS:
+        final = cfg.momentum_final
+        if final is None:
+            final = 0.999999 if cfg.settings == "official" else 1.0
+        return models.AMixClassifier(
+            backbone, num_classes, mix_block=cfg.method,
+            mix_block_kwargs=mix_block_switches(cfg), alpha=cfg.alpha,
+            feature_stage=cfg.feature_stage, mix_loss=cfg.mix_loss,
+            momentum_schedule=MomentumSchedule(base=cfg.momentum_base, final=final),
+            total_steps=total_steps, seed=cfg.seed,
+        )
     return models.MixupClassifier(
         backbone, num_classes, mixer=cfg.method,
         mixer_kwargs=dict(alpha=cfg.alpha, seed=cfg.seed),
@@ -173,17 +250,28 @@ def make_optimizer(cfg, steps_per_epoch):
 
     total = cfg.epochs * steps_per_epoch
     warmup = cfg.warmup_epochs * steps_per_epoch
-    schedule = keras.optimizers.schedules.CosineDecay(
-        0.0 if warmup else cfg.lr, decay_steps=max(total - warmup, 1),
-        warmup_target=cfg.lr if warmup else None, warmup_steps=warmup,
+
+    def sgd(lr):
+        schedule = keras.optimizers.schedules.CosineDecay(
+            0.0 if warmup else lr, decay_steps=max(total - warmup, 1),
+            warmup_target=lr if warmup else None, warmup_steps=warmup,
+        )
+        return keras.optimizers.SGD(
+            learning_rate=schedule, momentum=cfg.momentum, nesterov=False,
+            weight_decay=cfg.weight_decay or None,
+        )
+
+    if cfg.phi_lr is None or cfg.method not in LEARNED_METHODS:
+        return sgd(cfg.lr)
+    # θ and φ get their own SGD (Tiny-ImageNet: φ lr 0.1 with its own cosine).
+    optimizer_map = keras.optimizers.OptimizerMap(
+        default_optimizer=sgd(cfg.lr), optimizer_map={".*mix_block.*": sgd(cfg.phi_lr)}
     )
-    return keras.optimizers.SGD(
-        learning_rate=schedule, momentum=cfg.momentum, nesterov=False,
-        weight_decay=cfg.weight_decay or None,
-    )
+    return keras.optimizers.MultiOptimizer(optimizer_map)
 
 
-def train(cfg, workdir):
+def train(cfg, workdir, extra_callbacks=()):
+    """Trains `cfg` into `workdir`; returns the metrics dict written to metrics.json."""
     import keras
 
     from keras_amix import export as export_lib
@@ -199,7 +287,7 @@ def train(cfg, workdir):
     )
     scope = strategy.scope() if strategy is not None else _null_scope()
     with scope:
-        model = build_model(cfg, info.num_classes)
+        model = build_model(cfg, info.num_classes, total_steps=cfg.epochs * steps)
         model.compile(optimizer=make_optimizer(cfg, steps))
     epoch_times = []
 
@@ -215,6 +303,7 @@ def train(cfg, workdir):
         keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")),
         keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True),
         _EpochTimer(),
+        *extra_callbacks,
     ]
     history = model.fit(
         train_ds, validation_data=test_ds, epochs=cfg.epochs, steps_per_epoch=steps,

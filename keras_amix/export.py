@@ -118,7 +118,7 @@ def export_saved_model(
             "Save with `model.save('model.keras')`, reload it under "
             "KERAS_BACKEND=tensorflow and export from there."
         )
-    if not isinstance(model, keras.Model) and not isinstance(model, keras.layers.Layer):
+    if not isinstance(model, keras.layers.Layer):
         raise ValueError(f"`model` must be a Keras model. Received: {model!r}")
     if not model.built:
         raise ValueError(

@@ -108,6 +108,9 @@ def info(name_or_path, data_dir=None):
     otherwise. `.npz` files get ImageNet statistics too; pass `mean`/`std` to
     `pipeline` to override.
     """
+    key = os.fspath(name_or_path).lower().replace("-", "_")
+    if key in registry.DATASETS and data_dir is None and not os.path.exists(name_or_path):
+        return registry.DATASETS[key]
     kind, key, root = _resolve(name_or_path, data_dir)
     if kind in ("tfds", "digits"):
         return registry.DATASETS[key]

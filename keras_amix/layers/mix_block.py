@@ -507,7 +507,7 @@ class MixBlock(keras.layers.Layer):
         outside ``[lam_margin, 1 - lam_margin]``. Returns float32.
         """
         _check_lam(lam, "mask_for_encoder")
-        mask = ops.cast(ops.stop_gradient(mask), "float32")
+        mask = ops.stop_gradient(ops.cast(ops.convert_to_tensor(mask), "float32"))
         if self.lam_adjust_prob >= 1.0:
             mask = adjust_lambda(mask, lam)
         elif self.lam_adjust_prob > 0.0:

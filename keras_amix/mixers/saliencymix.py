@@ -47,14 +47,22 @@ def to_gray(images):
 def spectral_residual_saliency(gray, sigma=1.0):
     """Spectral-residual saliency of grey images (B, H, W) → (B, H, W).
 
-    log amplitude minus its 3×3 box-filtered version, inverse FFT with the
+    log amplitude minus its 3×3 (circular) box-filtered version, inverse FFT with the
     original phase, squared magnitude, Gaussian smoothing (std `sigma` px).
     """
     gray = ops.cast(gray, "float32")
     real, imag = ops.fft2((gray, ops.zeros_like(gray)))
     amplitude = ops.sqrt(real * real + imag * imag)
-    log_amp = ops.log(amplitude + 1e-8)
-    residual = log_amp - _filter_separable(log_amp, [1.0 / 3.0] * 3)
+    # A floor of 1e-3 × the mean amplitude keeps exact spectral zeros (e.g. of
+    # a 2-pixel pattern at the Nyquist frequency) from dominating the residual.
+    floor = 1e-3 * ops.mean(amplitude, axis=(1, 2), keepdims=True) + 1e-8
+    log_amp = ops.log(amplitude + floor)
+    # 3×3 box filter of the (periodic) spectrum: circular shifts.
+    box = 0.0
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            box = box + ops.roll(ops.roll(log_amp, dy, axis=1), dx, axis=2)
+    residual = log_amp - box / 9.0
     # exp(residual + i·phase) = exp(residual) · (real, imag) / amplitude.
     scale = ops.exp(residual) / ops.maximum(amplitude, 1e-8)
     re, im = ops.ifft2((real * scale, imag * scale))

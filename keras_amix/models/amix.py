@@ -154,6 +154,7 @@ class AMixClassifier(StepModel):
         if not self.mix_block.built:
             self.mix_block.build((None, None, None, channels))
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self.built = True
         self.step_counter = self.add_weight(
             shape=(), dtype="int64", initializer="zeros", trainable=False, name="step_counter"
         )
@@ -206,6 +207,7 @@ class AMixClassifier(StepModel):
         self.track("loss_theta", terms["theta"])
         self.track("loss_phi", terms["phi"])
         self.track("mask_loss", terms["mask"])
+        self.track("momentum", self.momentum_value())
         return loss
 
     def compute_losses(self, x, y):
@@ -242,9 +244,10 @@ class AMixClassifier(StepModel):
         logits_clean = self(x, training=True)
         logits_mix = self(x_theta, training=True)
         loss_theta = (
-            self.clean_loss_weight * losses_lib.soft_target_cross_entropy(y, logits_clean)
-            + losses_lib.soft_target_cross_entropy(_mix_labels(y, perm_theta, lam_theta),
-                                                   logits_mix)
+            self.clean_loss_weight * ops.mean(
+                losses_lib.soft_target_cross_entropy(y, logits_clean))
+            + ops.mean(losses_lib.soft_target_cross_entropy(
+                _mix_labels(y, perm_theta, lam_theta), logits_mix))
         )
 
         # φ: the mixup loss of the frozen momentum encoder + the mask loss.
@@ -265,9 +268,10 @@ class AMixClassifier(StepModel):
         y_b = ops.take(y, perm, axis=0)
         terms = []
         if "ce" in self.mix_loss.split("+"):
-            terms.append(losses_lib.mixup_cross_entropy(logits, y, y_b, lam))
+            terms.append(ops.mean(losses_lib.mixup_cross_entropy(logits, y, y_b, lam)))
         if "pbce" in self.mix_loss:
-            terms.append(losses_lib.parametric_binary_cross_entropy(logits, y, y_b, lam))
+            terms.append(ops.mean(
+                losses_lib.parametric_binary_cross_entropy(logits, y, y_b, lam)))
         if "bce" in self.mix_loss.split("+"):
             # Embeddings of the two sources from the momentum encoder: finish
             # the clean forward from the stage-l features already computed.
@@ -276,9 +280,9 @@ class AMixClassifier(StepModel):
                                              start=_next_stage(self.feature_stage),
                                              training=True)
             source = ops.stop_gradient(self.pool(z))
-            terms.append(losses_lib.binary_cross_entropy_embeddings(
+            terms.append(ops.mean(losses_lib.binary_cross_entropy_embeddings(
                 embedding, source, ops.take(source, perm, axis=0), lam,
-                temperature=self.bce_temperature))
+                temperature=self.bce_temperature)))
         total = terms[0]
         for term in terms[1:]:
             total = total + term
@@ -288,13 +292,12 @@ class AMixClassifier(StepModel):
         momentum = self.momentum_value()
         ema_update([k for k, _ in self._ema_pairs], [q for _, q in self._ema_pairs], momentum)
         self.step_counter.assign_add(ops.cast(1, "int64"))
-        self.track("momentum", momentum)
 
     # --------------------------------------------------------------- eval
     def compute_test_metrics(self, x, y):
         y = ops.cast(y, "float32")
         logits = self(x, training=False)
-        self.track("loss", losses_lib.soft_target_cross_entropy(y, logits))
+        self.track("loss", ops.mean(losses_lib.soft_target_cross_entropy(y, logits)))
         self._trackers["top1"].update_state(y, logits)
         self._trackers["top1_momentum"].update_state(y, self(x, momentum=True))
 

@@ -5,7 +5,7 @@ from keras import ops
 
 from keras_amix import backbones as backbones_lib
 from keras_amix import mixers as mixers_lib
-from keras_amix.losses import soft_target_cross_entropy
+from keras_amix import losses as losses_lib
 from keras_amix.training.step import StepModel, input_gradient
 
 
@@ -14,6 +14,11 @@ def _check_rank4(images, name="images"):
         raise ValueError(
             f"`{name}` must be a rank-4 NHWC batch; received shape {tuple(images.shape)}."
         )
+
+
+def soft_target_cross_entropy(labels, logits):
+    """Batch mean of the soft-target cross-entropy."""
+    return ops.mean(losses_lib.soft_target_cross_entropy(labels, logits))
 
 
 @keras.saving.register_keras_serializable(package="keras_amix")
@@ -78,6 +83,10 @@ class MixupClassifier(StepModel):
             self._stages = backbones_lib.stages(backbone)
         self.pool = keras.layers.GlobalAveragePooling2D(name="pool")
         self.head = keras.layers.Dense(num_classes, name="head")
+        # Build now so that callbacks such as BackupAndRestore and weight
+        # loading find every variable before the first batch.
+        self.head.build((None, backbone.output_shape[-1]))
+        self.built = True
         self.add_tracker(keras.metrics.Mean(name="loss"))
         self.add_tracker(keras.metrics.CategoricalAccuracy(name="top1"))
 
@@ -116,6 +125,8 @@ class MixupClassifier(StepModel):
             logits = self(x, training=True)
         loss = soft_target_cross_entropy(y, logits)
         self.track("loss", loss)
+        # Training top-1 is measured against the argmax of the (mixed) target.
+        self._trackers["top1"].update_state(y, logits)
         return loss
 
     def saliency(self, images, labels):

@@ -24,6 +24,8 @@ def _trainable_count(model):
     return sum(int(np.prod(v.shape)) for v in model.trainable_weights)
 
 
+# Architecture only, so checked once (TF process): building width-64 models
+# under JAX spends ~15 s per model in eager initialisers.
 # Reference counts: torchvision resnet50 / resnext50_32x4d (1000 classes) and
 # the CIFAR ResNet-18 with a 100-class head used in the AMix paper.
 @pytest.mark.parametrize(
@@ -34,6 +36,7 @@ def _trainable_count(model):
         (dict(depth=50, stem="imagenet", groups=32, width_per_group=4), 1000, 25_028_904),
     ],
 )
+@pytest.mark.backend_independent
 def test_parameter_counts_at_width_64(kwargs, num_classes, expected):
     model = _classifier(resnet(**kwargs), num_classes)  # built, never run
     assert _trainable_count(model) == expected
@@ -49,7 +52,7 @@ def test_stage_structure_and_names():
     assert backbone.get_layer("stage3") is found[3]
     assert backbones.STAGE_NAMES == ("stem", "stage1", "stage2", "stage3", "stage4")
     assert resnet(18, width=8).name == "resnet18_w8"
-    assert resnet(50, groups=32, width_per_group=4).name == "resnext50_32x4d"
+    assert resnet(50, width=8, groups=2, width_per_group=32).name == "resnext50_2x32d_w8"
 
 
 @pytest.mark.parametrize(
@@ -64,6 +67,8 @@ def test_output_shapes_strides_and_channels(stem, depth, strides, channels):
     backbone = resnet(depth, width=8, stem=stem)
     assert [output_stride(backbone, s) for s in STAGE_NAMES] == strides
     assert [feature_channels(backbone, s) for s in STAGE_NAMES] == channels
+    if depth == 50:
+        return  # bottleneck forward passes: test_resnext_grouped_convolution
     x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
     h = x
     for name, stride, c in zip(STAGE_NAMES, strides, channels):

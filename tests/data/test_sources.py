@@ -128,6 +128,7 @@ def test_tiny_imagenet_layout(tmp_path):
     val = _collect(kd.load("tiny_imagenet", "val", data_dir=str(tmp_path)))
     assert [(int(x[0, 0, 0]), int(y)) for x, y in val] == [(200, 1), (201, 0)]
     assert kd.info(str(root)).num_classes == 2
+    assert kd.info("tiny_imagenet").num_examples["train"] == 100000
 
 
 def test_fgvc_aircraft_layout_with_spaces(tmp_path):

@@ -133,7 +133,7 @@ def gradients(block, loss_fn, *args, **kwargs):
             out, _ = block.stateless_call(trainable, non_trainable, *args, **kwargs)
             return loss_fn(out)
 
-        grads = jax.grad(f)([v.value for v in variables])
+        grads = jax.jit(jax.grad(f))([v.value for v in variables])
     else:
         import torch
 
@@ -449,11 +449,26 @@ def test_mask_for_encoder_stops_gradients(rng):
 # ------------------------------------------------------ switches, serialization
 
 
-@pytest.mark.parametrize("preset", ["amix", "automix"])
-@pytest.mark.parametrize("switch,value", ALL_SWITCH_CASES)
+def _switch_cases():
+    """Each switch value on a preset where it changes something, plus both presets."""
+    from keras_amix.layers.mix_block import PRESETS
+
+    cases = [("amix", None, None), ("automix", None, None)]
+    for switch, value in ALL_SWITCH_CASES:
+        preset = "amix" if PRESETS["amix"][switch] != value else "automix"
+        if PRESETS[preset][switch] != value or switch == "gamma":
+            cases.append((preset, switch, value))
+    return cases
+
+
+@pytest.mark.parametrize("preset,switch,value", _switch_cases())
 def test_every_switch_builds_runs_and_serializes(rng, preset, switch, value):
-    block = MixBlock(preset=preset, **{switch: value})
-    assert block.get_config()[switch] == value
+    kwargs = {} if switch is None else {switch: value}
+    if switch == "gamma":
+        kwargs["lam_encoding"] = "adaptive"
+    block = MixBlock(preset=preset, **kwargs)
+    if switch is not None:
+        assert block.get_config()[switch] == value
     za, zb = _features(rng)
     lam = np.array([0.2, 0.9], "float32")
     eager = _np(block(za, zb, lam, image_size=(4, 4), training=True))
@@ -617,3 +632,36 @@ def test_fixed_seed_repeats(rng):
     np.testing.assert_array_equal(outs[0][0], outs[1][0])
     for a, b in zip(outs[0][1], outs[1][1]):
         np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------- compiled fit
+
+
+class MaskModel(keras.Model):
+    """Trains a MixBlock towards a target mask inside the compiled train step."""
+
+    def __init__(self, block, **kwargs):
+        super().__init__(**kwargs)
+        self.block = block
+
+    def call(self, inputs, training=None):
+        za, zb, lam = inputs
+        mask = self.block(za, zb, lam, image_size=(4, 4), training=training)
+        self.add_loss(self.block.mask_loss(mask, lam))
+        encoder_mask = self.block.mask_for_encoder(mask, lam)  # random draw in-graph
+        return mask + 0.0 * encoder_mask
+
+
+@pytest.mark.training
+def test_short_fit_compiled(rng):
+    block = MixBlock(preset="amix", lam_adjust_prob=0.5, lam_margin=0.08, seed=2)
+    model = MaskModel(block)
+    za, zb = _features(rng, batch=8)
+    lam = rng.uniform(size=(8,)).astype("float32")
+    target = (rng.uniform(size=(8, 4, 4, 1)) > 0.5).astype("float32")
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
+    history = model.fit((za, zb, lam), target, batch_size=4, epochs=4, verbose=0)
+    losses = history.history["loss"]
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+    gamma = float(_np(block.gamma_weight))
+    assert 0.0 <= gamma <= 1.0

@@ -1,0 +1,122 @@
+"""The supervised binary end to end (subprocesses) and its config handling."""
+
+import csv
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from experiments import train_supervised as ts
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _run(args, backend="tensorflow", check=True):
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, "-m", "experiments.train_supervised", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(proc.stdout[-3000:] + proc.stderr[-5000:])
+    return proc
+
+
+@pytest.mark.backend_independent
+def test_smoke_run_writes_everything_and_export_serves(tmp_path):
+    workdir = str(tmp_path / "run")
+    _run(["--smoke", f"--workdir={workdir}", "--method=mixup"])
+    for name in ("config.json", "metrics.json", "model.keras", "export", "tensorboard",
+                 "history.csv"):
+        assert os.path.exists(os.path.join(workdir, name)), name
+    config = json.load(open(os.path.join(workdir, "config.json")))
+    assert config["method"] == "mixup" and config["alpha"] == ts.DEFAULT_ALPHA["mixup"]
+    assert config["width"] == 8  # --smoke
+    metrics = json.load(open(os.path.join(workdir, "metrics.json")))
+    assert 0.0 <= metrics["final_top1"] <= 1.0
+    assert len(metrics["history"]["val_top1"]) == config["epochs"]
+    # The SavedModel serves uint8 images of another size and batch in a fresh process.
+    code = (
+        "import numpy as np, tensorflow as tf, sys;"
+        "m = tf.saved_model.load(sys.argv[1]);"
+        "x = np.random.default_rng(0).integers(0, 255, (3, 8, 8, 3)).astype('uint8');"
+        "p = m.serve(tf.constant(x)).numpy();"
+        "assert p.shape == (3, 10), p.shape;"
+        "assert np.allclose(p.sum(1), 1, atol=1e-5);"
+        "print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code, os.path.join(workdir, "export")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-3000:]
+
+
+@pytest.mark.backend_independent
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_smoke_amix_ablation_row(tmp_path, backend):
+    workdir = str(tmp_path / "amix")
+    _run(["--smoke", f"--workdir={workdir}", "--method=amix", "--mix_block=attention=cross",
+          "--epochs=1", "--export=false", "--phi_lr=0.05"], backend=backend)
+    metrics = json.load(open(os.path.join(workdir, "metrics.json")))
+    assert "val_top1_momentum" in metrics["history"]
+    config = json.load(open(os.path.join(workdir, "config.json")))
+    assert config["mix_block"] == ["attention=cross"]
+
+
+@pytest.mark.backend_independent
+def test_bad_flags_fail_before_training(tmp_path):
+    proc = _run(["--method=nope", f"--workdir={tmp_path}"], check=False)
+    assert proc.returncode != 0
+    assert "--method" in proc.stderr and "nope" in proc.stderr
+    assert not os.path.exists(os.path.join(tmp_path, "config.json"))
+
+
+@pytest.mark.parametrize("changes,match", [
+    (dict(method="nope"), "--method"),
+    (dict(backbone="resnet19"), "--backbone"),
+    (dict(width=0), "--width"),
+    (dict(method="mixup", batch_size=1), "--batch_size"),
+    (dict(alpha=-1.0), "--alpha"),
+    (dict(method="amix", mix_block=("attention=sideways",)), "attention"),
+    (dict(method="amix", mix_block=("bogus=1",)), "--mix_block"),
+    (dict(method="mixup", mix_block=("attention=cross",)), "--mix_block"),
+])
+def test_validate_rejects_bad_configs(changes, match):
+    cfg = dataclasses.replace(ts.Config(), **changes)
+    with pytest.raises(ValueError, match=match):
+        ts.validate(cfg)
+        ts.build_model(cfg, 10)
+
+
+def test_unknown_dataset_is_a_clear_error(tmp_path):
+    cfg = dataclasses.replace(ts.Config(), dataset="no_such_dataset", data_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="no_such_dataset"):
+        ts.train(cfg, str(tmp_path / "run"))
+
+
+@pytest.mark.backend_independent
+def test_interrupted_run_resumes_from_backup(tmp_path):
+    import keras
+
+    cfg = dataclasses.replace(ts.Config(), epochs=3, batch_size=16, max_train_examples=64,
+                              max_test_examples=32, image_size=8, width=8, export=False)
+    workdir = str(tmp_path / "run")
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        ts.train(cfg, workdir, extra_callbacks=[Crash()])
+    assert os.path.exists(os.path.join(workdir, "backup"))
+    assert not os.path.exists(os.path.join(workdir, "metrics.json"))
+    metrics = ts.train(cfg, workdir)
+    # The second run trained only the missing epoch.
+    assert len(metrics["history"]["loss"]) == 1
+    rows = list(csv.DictReader(open(os.path.join(workdir, "history.csv"))))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    model = keras.saving.load_model(os.path.join(workdir, "model.keras"))
+    assert int(model.optimizer.iterations) == 3 * (64 // 16)
+    assert np.isfinite(metrics["final_top1"])
