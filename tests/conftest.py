@@ -29,9 +29,9 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if "backend_independent" in item.keywords and BACKEND != "tensorflow":
+        if item.get_closest_marker("backend_independent") and BACKEND != "tensorflow":
             item.add_marker(pytest.mark.skip(reason="TF-side test: runs in the tensorflow process"))
-        if "training" in item.keywords and BACKEND not in ("tensorflow", "jax"):
+        if item.get_closest_marker("training") and BACKEND not in ("tensorflow", "jax"):
             item.add_marker(pytest.mark.skip(reason="training runs on tensorflow and jax"))
 
 

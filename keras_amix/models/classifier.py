@@ -138,26 +138,23 @@ class MixupClassifier(StepModel):
         grad = input_gradient(loss_of, images)
         return ops.sum(ops.abs(grad), axis=-1, keepdims=True)
 
-    # Where ManifoldMix may mix: the input of stage i of (stem, stage1..stage4).
-    _MIX_POINTS = {"input": 0, "stage1": 2, "stage2": 3, "stage3": 4}
+    # ManifoldMix's mixing points, by the index of the stage whose input they mix.
+    _MIX_POINTS = {0: "input", 2: "stage1", 3: "stage2", 4: "stage3"}
 
     def _manifold_forward(self, x, y):
         """ManifoldMix: MixUp of the hidden features before a random stage.
 
-        The drawn layer index is a tensor inside compiled steps, so instead of
-        a Python branch every candidate point computes the (cheap) mix and a
-        0/1 weight keeps only the drawn one.
+        The drawn layer is a tensor inside compiled steps, so every candidate
+        point calls `mixer.maybe_mix`, which keeps the mix only where the
+        layer was drawn (branch-free, the same on every backend).
         """
         mixer = self.mixer
         params = mixer.sample_params(x, y)
-        drawn = mixer.sample_layer()
-        points = [self._MIX_POINTS[name] for name in mixer.layers]
         h = x
         for i, stage in enumerate(self._stages):
-            if i in points:
-                take = ops.cast(ops.equal(drawn, points.index(i)), h.dtype)
-                mixed = mixer.mix_images(h, ops.take(h, params["perm"], axis=0), params)
-                h = take * mixed + (1.0 - take) * h
+            point = self._MIX_POINTS.get(i)
+            if point in mixer.layers:
+                h = mixer.maybe_mix(h, point, params)
             h = stage(h, training=True)
         logits = self.head(self.pool(h))
         return logits, mixer.mix_labels(y, params)

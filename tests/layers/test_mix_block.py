@@ -138,7 +138,10 @@ def gradients(block, loss_fn, *args, **kwargs):
         import torch
 
         loss = loss_fn(block(*args, **kwargs))
-        grads = torch.autograd.grad(loss, [v.value for v in variables], allow_unused=True)
+        if not loss.requires_grad:  # nothing upstream is differentiable
+            grads = [None] * len(variables)
+        else:
+            grads = torch.autograd.grad(loss, [v.value for v in variables], allow_unused=True)
     return {v.path: (None if g is None else _np(g)) for v, g in zip(variables, grads)}
 
 
