@@ -64,6 +64,7 @@ class Config:
     seed: int = 0
     strategy: str = "default"
     export: bool = True
+    export_encoder: str = "online"  # AutoMix/AMix: "online" or "momentum"
     # AutoMix / AMix (DESIGN §5): l = 3, beta = 0.1, eps = 0.1 live in the
     # Mix Block presets; `settings` picks the paper's or the official code's.
     settings: str = "paper"
@@ -128,6 +129,8 @@ flags.DEFINE_integer("max_test_examples", None, "Truncate the evaluation split."
 flags.DEFINE_integer("seed", Config.seed, "Random seed.")
 flags.DEFINE_string("strategy", Config.strategy, "default | mirrored (TF) | data_parallel (JAX)")
 flags.DEFINE_bool("export", Config.export, "Write a SavedModel into workdir/export.")
+flags.DEFINE_enum("export_encoder", Config.export_encoder, ["online", "momentum"],
+                  "AutoMix/AMix: which encoder the SavedModel serves.")
 flags.DEFINE_enum("settings", Config.settings, ["paper", "official"],
                   "AutoMix/AMix: the paper's Mix Block settings or the official code's "
                   "(ELU, no dropout, fixed gamma=1, lam adjusting p=0.25, lam margin 0.08, "
@@ -218,6 +221,10 @@ def mix_block_switches(cfg):
         raise ValueError(
             f"`--mix_block` applies to --method=automix|amix; received method {cfg.method!r}."
         )
+    if cfg.method in LEARNED_METHODS:
+        from keras_amix.layers import MixBlock
+
+        MixBlock(preset=cfg.method, **switches)  # raises on a bad switch value
     return switches
 
 
@@ -324,8 +331,11 @@ def train(cfg, workdir, extra_callbacks=()):
     model.save(tmp_path)
     os.replace(tmp_path, model_path)
     if cfg.export:
+        served = model
+        if cfg.method in LEARNED_METHODS:
+            served = model.classifier(cfg.export_encoder)
         export_lib.export_saved_model(
-            model, os.path.join(workdir, "export"), image_size=(cfg.image_size, cfg.image_size),
+            served, os.path.join(workdir, "export"), image_size=(cfg.image_size, cfg.image_size),
             mean=info.mean, std=info.std, overwrite=True,
         )
     common.write_json(os.path.join(workdir, "metrics.json"), metrics)

@@ -170,6 +170,25 @@ class AMixClassifier(StepModel):
             return self.momentum_head(self.pool(self.momentum_backbone(images, training=False)))
         return self.head(self.pool(self.backbone(images, training=training)))
 
+    def classifier(self, encoder="online"):
+        """A functional `keras.Model` images -> logits of one encoder.
+
+        `encoder="online"` (θ_q and its head) or `"momentum"` (θ_k and its
+        head). It shares the weights with this model; pass it to
+        `keras_amix.export.export_saved_model` to export either encoder.
+        """
+        if encoder not in ("online", "momentum"):
+            raise ValueError(
+                f"`encoder` must be 'online' or 'momentum'; received {encoder!r}."
+            )
+        backbone, head = (
+            (self.backbone, self.head) if encoder == "online"
+            else (self.momentum_backbone, self.momentum_head)
+        )
+        inputs = keras.Input(self.backbone.input_shape[1:])
+        logits = head(self.pool(backbone(inputs, training=False)))
+        return keras.Model(inputs, logits, name=f"{self.name}_{encoder}")
+
     def momentum_value(self):
         """The EMA momentum at the current step (a float32 scalar tensor)."""
         if self.total_steps is None:

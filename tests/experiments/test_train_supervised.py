@@ -42,7 +42,7 @@ def test_smoke_run_writes_everything_and_export_serves(tmp_path):
         "import numpy as np, tensorflow as tf, sys;"
         "m = tf.saved_model.load(sys.argv[1]);"
         "x = np.random.default_rng(0).integers(0, 255, (3, 8, 8, 3)).astype('uint8');"
-        "p = m.serve(tf.constant(x)).numpy();"
+        "p = m.serve(tf.constant(x))['output'].numpy();"
         "assert p.shape == (3, 10), p.shape;"
         "assert np.allclose(p.sum(1), 1, atol=1e-5);"
         "print('ok')"

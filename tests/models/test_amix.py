@@ -148,3 +148,38 @@ def test_custom_mix_block_object():
     block = MixBlock(preset="automix", name="mix_block")
     model = models.AMixClassifier(bb, 3, mix_block=block)
     assert model.mix_block is block
+
+
+@pytest.mark.backend_independent
+def test_export_online_and_momentum_encoders(tmp_path):
+    import tensorflow as tf
+
+    from keras_amix.export import export_saved_model
+
+    x, y = _data(n=4)
+    model = _model(momentum_schedule=0.5)
+    model.compile(optimizer=keras.optimizers.SGD(0.5))
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    for encoder, momentum in (("online", False), ("momentum", True)):
+        path = str(tmp_path / encoder)
+        export_saved_model(model.classifier(encoder), path)
+        served = tf.saved_model.load(path).serve(tf.constant(x)).numpy()
+        expected = keras.ops.convert_to_numpy(
+            keras.ops.softmax(model(x, training=False, momentum=momentum)))
+        np.testing.assert_allclose(served, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="encoder"):
+        model.classifier("target")
+
+
+@pytest.mark.training
+def test_mixed_bfloat16_trains_without_nan():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        x, y = _data(n=4)
+        model = _model(total_steps=4)
+        model.compile(optimizer=keras.optimizers.SGD(0.01))
+        history = model.fit(x, y, batch_size=4, epochs=2, verbose=0).history
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    for key in ("loss", "loss_theta", "loss_phi", "mask_loss", "mask_std"):
+        assert np.all(np.isfinite(history[key])), key

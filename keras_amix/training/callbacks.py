@@ -1,0 +1,306 @@
+"""Training callbacks: TensorBoard pictures of the masks a Mix Block predicts.
+
+`mix_panels` and `mix_grid` are pure functions of a model and a batch (the
+callback and `experiments/visualize_amix.py` share them); `MixImageSummary`
+writes `mix_grid` to TensorBoard during `fit`. TensorFlow is imported inside
+the methods that write summaries, so this module imports under every backend.
+"""
+
+import numbers
+
+import keras
+import numpy as np
+
+from keras_amix import backbones as backbones_lib
+
+# Pixels of white space between the tiles of `mix_grid`.
+GRID_PAD = 2
+
+
+# --------------------------------------------------------------- validation
+def _check_images(images, name="images"):
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError(
+            f"`{name}` must be a non-empty NHWC batch (B >= 1, H, W, C); "
+            f"received shape {images.shape}."
+        )
+    if images.shape[-1] not in (1, 3):
+        raise ValueError(
+            f"`{name}` must have 1 or 3 channels; received shape {images.shape}."
+        )
+    return images.astype("float32")
+
+
+def _check_lams(lams):
+    if isinstance(lams, numbers.Real):
+        lams = (lams,)
+    lams = tuple(lams) if lams is not None else ()
+    if not lams:
+        raise ValueError(f"`lams` must hold at least one λ in [0, 1]; received {lams!r}.")
+    for lam in lams:
+        if not isinstance(lam, numbers.Real) or not 0.0 <= float(lam) <= 1.0:
+            raise ValueError(f"Every λ in `lams` must be a number in [0, 1]; received lams={lams!r}.")
+    return tuple(float(lam) for lam in lams)
+
+
+def _check_perm(perm, batch):
+    if perm is None:
+        return np.roll(np.arange(batch), -1)  # i is mixed with i + 1
+    perm = np.asarray(perm)
+    if perm.shape != (batch,) or sorted(perm.tolist()) != list(range(batch)):
+        raise ValueError(
+            f"`perm` must be a permutation of 0..{batch - 1} (one entry per image); "
+            f"received perm={perm.tolist()!r}."
+        )
+    return perm.astype("int64")
+
+
+def _check_stats(value, name, channels):
+    if value is None:
+        return None
+    value = np.asarray(value, "float32").reshape(-1)
+    if value.size not in (1, channels):
+        raise ValueError(
+            f"`{name}` must be a scalar or hold one value per channel ({channels}); "
+            f"received {name}={value.tolist()!r}."
+        )
+    if name == "std" and np.any(value <= 0):
+        raise ValueError(f"`std` must be > 0; received std={value.tolist()!r}.")
+    return value
+
+
+def check_mix_model(model):
+    """Raises ValueError unless `model` exposes a Mix Block and a momentum encoder.
+
+    The attributes read are those of `keras_amix.models.AMixClassifier`:
+    `mix_block`, `momentum_backbone` and `feature_stage`.
+    """
+    missing = [name for name in ("mix_block", "momentum_backbone", "feature_stage")
+               if getattr(model, name, None) is None]
+    if missing:
+        raise ValueError(
+            "`model` must expose `mix_block`, `momentum_backbone` and `feature_stage` "
+            f"(e.g. an AMixClassifier); {type(model).__name__} lacks {missing}. "
+            f"Received model={model!r}."
+        )
+    return model
+
+
+def random_derangement(batch, seed=0):
+    """A fixed permutation of 0..batch-1 with no fixed point (one cycle).
+
+    Uses a local `np.random.default_rng(seed)`, never the global state.
+    """
+    if not isinstance(batch, int) or batch < 2:
+        raise ValueError(f"`batch` must be an int >= 2 to pair distinct images; received {batch!r}.")
+    order = np.random.default_rng(seed).permutation(batch)
+    perm = np.empty(batch, "int64")
+    perm[order] = np.roll(order, -1)
+    return perm
+
+
+# ------------------------------------------------------------ pure helpers
+def mix_panels(model, images, lams=(0.3, 0.5, 0.7), perm=None):
+    """Masks and mixed images of a Mix Block in inference mode.
+
+    Reads the stage features `model.feature_stage` of the momentum encoder
+    (`training=False`) for `images` and for the paired `images[perm]`, and
+    asks `model.mix_block` for the mask s_λ (the weight of image a) at each
+    λ of `lams`; x_mix = s_λ ⊙ x_a + (1 − s_λ) ⊙ x_perm(a) (DESIGN §4).
+
+    Args:
+        model: an `AMixClassifier` or any model with `mix_block`,
+            `momentum_backbone` and `feature_stage`.
+        images: (B, H, W, C) normalised images, as the model sees them.
+        lams: λ values in [0, 1].
+        perm: the pairing, a permutation of 0..B-1 (None: i pairs i + 1).
+
+    Returns:
+        `(masks, mixed, perm)`: float32 numpy arrays of shape
+        (L, B, H, W, 1) and (L, B, H, W, C) (L = len(lams)) and the int perm.
+    """
+    check_mix_model(model)
+    images = _check_images(images)
+    lams = _check_lams(lams)
+    perm = _check_perm(perm, images.shape[0])
+    image_size = (int(images.shape[1]), int(images.shape[2]))
+    x = keras.ops.convert_to_tensor(images)
+    z = backbones_lib.run_stages(model.momentum_backbone, x, stop=model.feature_stage,
+                                 training=False)
+    z_b = keras.ops.take(z, keras.ops.convert_to_tensor(perm), axis=0)
+    x_b = images[perm]
+    masks, mixed = [], []
+    for lam in lams:
+        mask = model.mix_block(z, z_b, lam, image_size=image_size, training=False)
+        mask = keras.ops.convert_to_numpy(mask).astype("float32")
+        masks.append(mask)
+        mixed.append(mask * images + (1.0 - mask) * x_b)
+    return np.stack(masks), np.stack(mixed), perm
+
+
+def denormalize(images, mean=None, std=None):
+    """Normalised images -> uint8 RGB: x * std + mean in [0, 1], times 255.
+
+    `mean` / `std` are per-channel in [0, 1] units (`keras_amix.data.info`);
+    None skips that part (images already in [0, 1]). Grey images become RGB.
+    """
+    images = np.asarray(images, "float32")
+    channels = images.shape[-1]
+    std = _check_stats(std, "std", channels)
+    mean = _check_stats(mean, "mean", channels)
+    if std is not None:
+        images = images * std
+    if mean is not None:
+        images = images + mean
+    images = np.clip(np.round(np.clip(images, 0.0, 1.0) * 255.0), 0, 255).astype("uint8")
+    if channels == 1:
+        images = np.repeat(images, 3, axis=-1)
+    return images
+
+
+def mask_to_rgb(masks):
+    """Masks in [0, 1] of shape (..., 1) -> grey uint8 RGB."""
+    masks = np.clip(np.asarray(masks, "float32"), 0.0, 1.0)
+    return np.repeat(np.round(masks * 255.0).astype("uint8"), 3, axis=-1)
+
+
+def grid_tile(grid, row, col, tile_size, pad=GRID_PAD):
+    """The (row, col) tile of a `mix_grid` image (tile_size = (H, W))."""
+    h, w = tile_size
+    top, left = pad + row * (h + pad), pad + col * (w + pad)
+    return grid[top:top + h, left:left + w]
+
+
+def mix_grid(model, images, lams=(0.3, 0.5, 0.7), perm=None, mean=None, std=None):
+    """A Fig.-4 style picture of the masks a Mix Block predicts, as uint8 RGB.
+
+    Rows are the pairs (i, perm[i]); columns are x_a, x_b, then for each λ of
+    `lams` the mask s_λ (grey, white = all of x_a) and the mixed image.
+    Tiles are separated by `GRID_PAD` white pixels (see `grid_tile`).
+
+    Args:
+        model: an `AMixClassifier` or any model with `mix_block`,
+            `momentum_backbone` and `feature_stage`.
+        images: (B, H, W, C) normalised images, as the model sees them.
+        lams: λ values in [0, 1].
+        perm: the pairing, a permutation of 0..B-1 (None: i pairs i + 1).
+        mean, std: per-channel normalisation statistics in [0, 1] units, to
+            undo before display (None: images are in [0, 1]).
+
+    Returns:
+        uint8 numpy array of shape
+        (pad + B (H + pad), pad + (2 + 2L)(W + pad), 3).
+
+    Example:
+
+    ```python
+    info = keras_amix.data.info("digits")
+    grid = mix_grid(model, x_val[:6], lams=(0.3, 0.5, 0.7),
+                    perm=random_derangement(6), mean=info.mean, std=info.std)
+    ```
+    """
+    masks, mixed, perm = mix_panels(model, images, lams, perm)
+    images = np.asarray(images, "float32")
+    x_a = denormalize(images, mean, std)
+    columns = [x_a, x_a[perm]]
+    for mask, mix in zip(masks, mixed):
+        columns += [mask_to_rgb(mask), denormalize(mix, mean, std)]
+    batch, h, w = images.shape[:3]
+    grid = np.full((GRID_PAD + batch * (h + GRID_PAD),
+                    GRID_PAD + len(columns) * (w + GRID_PAD), 3), 255, "uint8")
+    for col, tiles in enumerate(columns):
+        for row in range(batch):
+            grid_tile(grid, row, col, (h, w))[...] = tiles[row]
+    return grid
+
+
+# ---------------------------------------------------------------- callback
+class MixImageSummary(keras.callbacks.Callback):
+    """Writes the Mix Block's masks on a fixed batch to TensorBoard.
+
+    Every `every_n_epochs` epochs, `mix_grid` of the model (momentum encoder
+    features and Mix Block in inference mode, `training=False`) on `images`
+    with a fixed pairing goes to `log_dir` as an image summary named `name`
+    at step = epoch + 1 (the number of finished epochs). The trivial
+    solution of the AutoMix block (constant masks) shows as flat grey tiles.
+
+    Args:
+        log_dir: TensorBoard folder (e.g. `workdir/tensorboard/masks`).
+        images: (B, H, W, C) numpy batch of *normalised* validation images,
+            B >= 2.
+        mean, std: per-channel statistics (in [0, 1] units) that normalised
+            `images`; used to show them (None: images are in [0, 1]).
+        lams: λ values in [0, 1] (default 0.3, 0.5, 0.7).
+        perm: the pairing (a permutation of 0..B-1); None draws a fixed
+            permutation without fixed points from `seed`.
+        seed: int seed of that permutation.
+        every_n_epochs: int >= 1.
+        name: summary tag.
+
+    Example:
+
+    ```python
+    info = keras_amix.data.info("digits")
+    x_val = next(iter(test_ds))[0].numpy()[:6]
+    model.fit(train_ds, epochs=15, callbacks=[
+        MixImageSummary("runs/x/tensorboard/masks", x_val, info.mean, info.std)])
+    ```
+
+    Reference: AMix paper Fig. 4 (mixed samples of AutoMix and AMix).
+    """
+
+    def __init__(self, log_dir, images, mean=None, std=None, lams=(0.3, 0.5, 0.7),
+                 perm=None, seed=0, every_n_epochs=1, name="amix_masks"):
+        super().__init__()
+        if not isinstance(log_dir, str) or not log_dir:
+            raise ValueError(f"`log_dir` must be a non-empty path; received log_dir={log_dir!r}.")
+        images = _check_images(images)
+        if images.shape[0] < 2:
+            raise ValueError(
+                f"`images` must hold at least 2 images to form pairs; received shape {images.shape}."
+            )
+        if (not isinstance(every_n_epochs, int) or isinstance(every_n_epochs, bool)
+                or every_n_epochs < 1):
+            raise ValueError(f"`every_n_epochs` must be an int >= 1; received {every_n_epochs!r}.")
+        self.log_dir = log_dir
+        self.images = images
+        self.mean = _check_stats(mean, "mean", images.shape[-1])
+        self.std = _check_stats(std, "std", images.shape[-1])
+        self.lams = _check_lams(lams)
+        self.seed = seed
+        self.perm = (random_derangement(images.shape[0], seed) if perm is None
+                     else _check_perm(perm, images.shape[0]))
+        self.every_n_epochs = every_n_epochs
+        self.name = name
+        self._writer = None
+
+    def on_train_begin(self, logs=None):
+        check_mix_model(self.model)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every_n_epochs:
+            return
+        self.write(step=epoch + 1)
+
+    def write(self, step):
+        """Writes one grid of the current model at `step`; returns the grid."""
+        import tensorflow as tf
+
+        grid = mix_grid(self.model, self.images, self.lams, self.perm, self.mean, self.std)
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        lams = ", ".join(f"{lam:g}" for lam in self.lams)
+        with self._writer.as_default():
+            tf.summary.image(
+                self.name, grid[None], step=step,
+                description=("Rows: pairs (a, perm(a)). Columns: x_a, x_b, then per λ in "
+                             f"({lams}) the mask s_λ (white = x_a) and the mixed image."),
+            )
+        self._writer.flush()
+        return grid
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
