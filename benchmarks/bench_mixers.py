@@ -7,7 +7,9 @@ pre-built float32 batches (one-hot labels), at each `--sizes` resolution. The
 calls are interleaved: each round calls every mixer `--calls` times, so slow
 drifts of the machine hit all mixers alike; the table reports the median over
 rounds of the per-call time, images/s and the time relative to the matching
-reference implementation (`time_vs_ref` < 1: ours is faster). PuzzleMix and
+reference implementation (`time_vs_ref` < 1: ours is faster). Fast mixers
+get more calls per round (`--min_round_seconds`) so that a millisecond call
+is not timed from three samples on a busy machine. PuzzleMix and
 Co-Mixup get a random saliency map of the batch's size.
 
 Part (b), training step: a `MixupClassifier` (ResNet-18, CIFAR stem,
@@ -27,6 +29,7 @@ keras-cv is optional (`pip install keras-cv --no-deps` plus `regex`); when it
 does not import, its rows say "unavailable" with the exception text.
 """
 
+import math
 import os
 import statistics
 import time
@@ -41,7 +44,9 @@ flags.DEFINE_list("sizes", ["32", "224"], "Image sizes for the throughput part."
 flags.DEFINE_integer("batch_size", 128, "Batch size (both parts).")
 flags.DEFINE_integer("num_batches", 3, "Distinct pre-built batches cycled through.")
 flags.DEFINE_integer("rounds", 5, "Interleaved rounds, throughput part.")
-flags.DEFINE_integer("calls", 3, "Calls per mixer per round, throughput part.")
+flags.DEFINE_integer("calls", 3, "Minimum calls per mixer per round, throughput part.")
+flags.DEFINE_float("min_round_seconds", 0.25,
+                   "Fast mixers get more calls per round, enough to fill this time.")
 flags.DEFINE_float("alpha", 1.0, "Beta(alpha, alpha) for every mixer that takes one.")
 flags.DEFINE_list("train_methods",
                   ["vanilla", "mixup", "cutmix", "saliencymix", "fmix", "resizemix",
@@ -49,7 +54,7 @@ flags.DEFINE_list("train_methods",
                   "Training-step part: 'vanilla' first, then mixer names.")
 flags.DEFINE_integer("train_image_size", 32, "Image size, training-step part.")
 flags.DEFINE_integer("width", 16, "ResNet-18 base width, training-step part.")
-flags.DEFINE_integer("train_rounds", 5, "Interleaved rounds, training part (0 skips it).")
+flags.DEFINE_integer("train_rounds", 7, "Interleaved rounds, training part (0 skips it).")
 flags.DEFINE_integer("train_steps", 3, "Steps per model per round, training part.")
 flags.DEFINE_string("out", "runs/bench/mixers.json", "JSON output.")
 
@@ -142,16 +147,25 @@ def time_throughput(size):
             errors[label] = f"{type(e).__name__}: {str(e)[:300]}"
             del live[label]
     traces = {k: fn.experimental_get_tracing_count() for k, fn in live.items()}
+    # Calls per round: at least --calls, and enough for --min_round_seconds, so
+    # that millisecond mixers are not timed by a handful of noisy calls.
+    counts = {}
+    for label, fn in live.items():
+        start = time.perf_counter()
+        for x, y, s in batches:
+            fn(x, y, s).numpy()
+        per_call = (time.perf_counter() - start) / len(batches)
+        counts[label] = max(FLAGS.calls, math.ceil(FLAGS.min_round_seconds / per_call))
     times = {k: [] for k in live}
     step = 0
     for _ in range(FLAGS.rounds):
         for label, fn in live.items():
             start = time.perf_counter()
-            for _ in range(FLAGS.calls):
+            for _ in range(counts[label]):
                 x, y, s = batches[step % len(batches)]
                 step += 1
                 fn(x, y, s).numpy()  # blocks until the mixed batch exists
-            times[label].append((time.perf_counter() - start) / FLAGS.calls)
+            times[label].append((time.perf_counter() - start) / counts[label])
     for label, fn in live.items():
         if fn.experimental_get_tracing_count() != traces[label]:
             raise RuntimeError(f"{label} retraced while being timed.")
@@ -166,6 +180,7 @@ def time_throughput(size):
             t = medians[label]
             ref = REFERENCE_OF.get(label.split(".", 1)[1]) if label.startswith("ours.") else None
             row.update(ms_per_batch=1000 * t, img_per_s=FLAGS.batch_size / t,
+                       calls_per_round=counts[label],
                        time_vs_ref=(t / medians[ref]) if ref in medians else None,
                        reference=ref, status="ok")
         rows.append(row)
@@ -229,15 +244,17 @@ def main(argv):
             f"KERAS_BACKEND=tensorflow (the backend is {keras.backend.backend()!r})."
         )
     wall = time.perf_counter()
+    load_before = os.getloadavg()
     throughput_rows, throughput_raw = [], {}
     for size in (int(s) for s in FLAGS.sizes):
         rows, raw = time_throughput(size)
         throughput_rows += rows
         throughput_raw[size] = raw
         print(f"\n(a) mixer throughput, {size}x{size}, batch {FLAGS.batch_size}, "
-              f"tf.function, median of {FLAGS.rounds} rounds x {FLAGS.calls} calls")
+              f"tf.function, median of {FLAGS.rounds} rounds (>= {FLAGS.calls} calls and "
+              f">= {FLAGS.min_round_seconds} s per mixer per round)")
         common.print_table(rows, ["size", "mixer", "ms_per_batch", "img_per_s",
-                                  "time_vs_ref", "status"])
+                                  "time_vs_ref", "calls_per_round", "status"])
     train_rows, train_raw = [], {}
     if FLAGS.train_rounds > 0:
         train_rows, train_raw = time_training()
@@ -246,14 +263,16 @@ def main(argv):
               f"median of {FLAGS.train_rounds} rounds x {FLAGS.train_steps} steps")
         common.print_table(train_rows, ["method", "step_ms", "img_per_s", "ratio_to_vanilla"])
     wall = time.perf_counter() - wall
-    print(f"\nwall time {wall:.1f} s")
+    print(f"\nwall time {wall:.1f} s; load average before {load_before}, "
+          f"after {os.getloadavg()}")
     common.write_json(FLAGS.out, dict(
         machine=common.machine(), batch_size=FLAGS.batch_size, alpha=FLAGS.alpha,
         sizes=[int(s) for s in FLAGS.sizes], rounds=FLAGS.rounds, calls=FLAGS.calls,
         num_batches=FLAGS.num_batches, throughput=throughput_rows,
         throughput_raw_seconds=throughput_raw, train_image_size=FLAGS.train_image_size,
         width=FLAGS.width, train_rounds=FLAGS.train_rounds, train_steps=FLAGS.train_steps,
-        training=train_rows, training_raw_seconds=train_raw, wall_seconds=wall))
+        training=train_rows, training_raw_seconds=train_raw, wall_seconds=wall,
+        load_average_before=load_before, load_average_after=os.getloadavg()))
 
 
 if __name__ == "__main__":

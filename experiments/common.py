@@ -84,16 +84,28 @@ def make_strategy(name):
     return None
 
 
-def datasets(cfg, num_classes=None, per_class_limit=None):
-    """(train, test, info, steps_per_epoch) pipelines for a run config."""
+def datasets(cfg, num_classes=None):
+    """(train, test, info, steps_per_epoch) pipelines for a run config.
+
+    `cfg.per_class_limit` / `cfg.test_per_class_limit` keep the first N images
+    of each class (class-balanced, e.g. the DESIGN §12 budget and `--smoke`);
+    TFDS sources, which cannot filter by class, take N x classes instead.
+    """
     info = data_lib.info(cfg.dataset, data_dir=cfg.data_dir)
-    load = dict(data_dir=cfg.data_dir, download=cfg.download)
-    train_raw = data_lib.load(cfg.dataset, cfg.train_split, per_class_limit=per_class_limit, **load)
-    test_raw = data_lib.load(cfg.dataset, cfg.test_split, **load)
-    if cfg.max_train_examples:
-        train_raw = train_raw.take(cfg.max_train_examples)
-    if cfg.max_test_examples:
-        test_raw = test_raw.take(cfg.max_test_examples)
+
+    def load(split, per_class, max_examples):
+        kwargs = {}
+        if per_class is not None:
+            if info.source == "tfds":
+                max_examples = max_examples or per_class * info.num_classes
+            else:
+                kwargs["per_class_limit"] = per_class
+        ds = data_lib.load(cfg.dataset, split, data_dir=cfg.data_dir, download=cfg.download,
+                           **kwargs)
+        return ds.take(max_examples) if max_examples else ds
+
+    train_raw = load(cfg.train_split, cfg.per_class_limit, cfg.max_train_examples)
+    test_raw = load(cfg.test_split, cfg.test_per_class_limit, cfg.max_test_examples)
     n_train = int(train_raw.cardinality())
     if n_train < 0:  # unknown cardinality: count once (small data only)
         n_train = sum(1 for _ in train_raw)

@@ -59,6 +59,7 @@ class Config:
     momentum: float = 0.9
     warmup_epochs: int = 1
     per_class_limit: int = None
+    test_per_class_limit: int = None
     max_train_examples: int = None
     max_test_examples: int = None
     seed: int = 0
@@ -124,6 +125,7 @@ flags.DEFINE_float("weight_decay", Config.weight_decay, "SGD weight decay.")
 flags.DEFINE_float("momentum", Config.momentum, "SGD momentum.")
 flags.DEFINE_integer("warmup_epochs", Config.warmup_epochs, "Linear learning-rate warm-up.")
 flags.DEFINE_integer("per_class_limit", None, "Keep the first N training images per class.")
+flags.DEFINE_integer("test_per_class_limit", None, "Keep the first N test images per class.")
 flags.DEFINE_integer("max_train_examples", None, "Truncate the training split.")
 flags.DEFINE_integer("max_test_examples", None, "Truncate the evaluation split.")
 flags.DEFINE_integer("seed", Config.seed, "Random seed.")
@@ -153,9 +155,10 @@ def resolve_config():
     cfg = common.resolve(PRESETS[FLAGS.preset], FLAGS, CONFIG_FLAGS)
     cfg = dataclasses.replace(cfg, mix_block=tuple(cfg.mix_block))
     if FLAGS.smoke:
-        smoke = dict(epochs=min(cfg.epochs, 2), batch_size=8, max_train_examples=64,
-                     max_test_examples=32, image_size=min(cfg.image_size, 16),
-                     per_class_limit=None)
+        # A class-balanced handful: 8 training and 4 test images per class.
+        smoke = dict(epochs=min(cfg.epochs, 2), batch_size=8, per_class_limit=8,
+                     test_per_class_limit=4, max_train_examples=None, max_test_examples=None,
+                     image_size=min(cfg.image_size, 16))
         if not FLAGS["width"].present:
             smoke["width"] = 8
         for name in ("epochs", "image_size", "batch_size"):
@@ -286,7 +289,7 @@ def train(cfg, workdir, extra_callbacks=()):
     keras.utils.set_random_seed(cfg.seed)
     os.makedirs(workdir, exist_ok=True)
     strategy = common.make_strategy(cfg.strategy)
-    train_ds, test_ds, info, steps = common.datasets(cfg, per_class_limit=cfg.per_class_limit)
+    train_ds, test_ds, info, steps = common.datasets(cfg)
     common.write_json(
         os.path.join(workdir, "config.json"),
         dict(dataclasses.asdict(cfg), backend=keras.backend.backend(),

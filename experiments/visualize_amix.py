@@ -54,7 +54,9 @@ def load_amix(checkpoint):
     from keras_amix import models
 
     if not checkpoint or not os.path.isfile(checkpoint):
-        raise ValueError(f"`--checkpoint` must be an existing .keras file; received {checkpoint!r}.")
+        raise ValueError(
+            f"`--checkpoint` must be an existing .keras file; received {checkpoint!r}."
+        )
     model = keras.saving.load_model(checkpoint)
     if not isinstance(model, models.AMixClassifier):
         raise ValueError(

@@ -82,6 +82,8 @@ class AMixClassifier(StepModel):
     (AutoMix) for the momentum pipeline.
     """
 
+    eval_tracker_names = ("loss", "top1", "top1_momentum")
+
     def __init__(self, backbone, num_classes, mix_block="amix", mix_block_kwargs=None,
                  alpha=2.0, feature_stage="stage3", mix_loss="ce",
                  momentum_schedule=None, total_steps=None, clean_loss_weight=1.0,

@@ -40,7 +40,9 @@ def _check_lams(lams):
         raise ValueError(f"`lams` must hold at least one λ in [0, 1]; received {lams!r}.")
     for lam in lams:
         if not isinstance(lam, numbers.Real) or not 0.0 <= float(lam) <= 1.0:
-            raise ValueError(f"Every λ in `lams` must be a number in [0, 1]; received lams={lams!r}.")
+            raise ValueError(
+                f"Every λ in `lams` must be a number in [0, 1]; received lams={lams!r}."
+            )
     return tuple(float(lam) for lam in lams)
 
 
@@ -93,7 +95,9 @@ def random_derangement(batch, seed=0):
     Uses a local `np.random.default_rng(seed)`, never the global state.
     """
     if not isinstance(batch, int) or batch < 2:
-        raise ValueError(f"`batch` must be an int >= 2 to pair distinct images; received {batch!r}.")
+        raise ValueError(
+            f"`batch` must be an int >= 2 to pair distinct images; received {batch!r}."
+        )
     order = np.random.default_rng(seed).permutation(batch)
     perm = np.empty(batch, "int64")
     perm[order] = np.roll(order, -1)
@@ -258,7 +262,8 @@ class MixImageSummary(keras.callbacks.Callback):
         images = _check_images(images)
         if images.shape[0] < 2:
             raise ValueError(
-                f"`images` must hold at least 2 images to form pairs; received shape {images.shape}."
+                "`images` must hold at least 2 images to form pairs; "
+                f"received shape {images.shape}."
             )
         if (not isinstance(every_n_epochs, int) or isinstance(every_n_epochs, bool)
                 or every_n_epochs < 1):

@@ -73,8 +73,16 @@ class StepModel(keras.Model):
     def after_train_step(self):
         """Runs after each optimizer update (e.g. the momentum update)."""
 
+    # Trackers reported by `evaluate` (None: all of them). Training-only
+    # trackers (e.g. mask statistics) would otherwise show up as zeros.
+    eval_tracker_names = None
+
     def _logs(self):
         return {name: m.result() for name, m in self._trackers.items()}
+
+    def _eval_logs(self):
+        names = self.eval_tracker_names or tuple(self._trackers)
+        return {name: self._trackers[name].result() for name in names}
 
     # ------------------------------------------------------ backend steps
     if _BACKEND == "tensorflow":
@@ -105,7 +113,7 @@ class StepModel(keras.Model):
         def test_step(self, data):
             x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
             self.compute_test_metrics(x, y)
-            return self._logs()
+            return self._eval_logs()
 
     elif _BACKEND == "torch":
 
@@ -129,7 +137,7 @@ class StepModel(keras.Model):
             x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
             with torch.no_grad():
                 self.compute_test_metrics(x, y)
-            return self._logs()
+            return self._eval_logs()
 
     elif _BACKEND == "jax":
 
@@ -191,7 +199,7 @@ class StepModel(keras.Model):
                 list(trainable) + list(non_trainable) + list(metric_vars),
             )
             non_trainable, metric_vars = new[n_t : n_t + n_nt], new[n_t + n_nt :]
-            logs, _ = self._run_stateless(self._logs, mv, metric_vars)
+            logs, _ = self._run_stateless(self._eval_logs, mv, metric_vars)
             return logs, (trainable, non_trainable, metric_vars)
 
 

@@ -87,6 +87,7 @@ def test_bad_arguments(tmp_path):
         va.visualize(checkpoint, dataset=data, pairs=2, lams=(0.5, 1.2))
 
 
+@pytest.mark.backend_independent  # one subprocess suffices; the in-process tests cover jax
 def test_command_line(tmp_path):
     checkpoint = _amix_checkpoint(str(tmp_path / "run"))
     out = str(tmp_path / "figs" / "masks.png")
