@@ -75,6 +75,7 @@ class Config:
     momentum_final: float = None  # None: 1.0 (paper) or 0.999999 (official)
     phi_lr: float = None  # None: the Mix Block shares the encoder's optimizer
     mix_block: tuple = ()  # "switch=value" overrides, e.g. ("attention=cross",)
+    mask_summary_every: int = 1  # AutoMix/AMix: mask pictures every N epochs (0: off)
 
 
 # The paper's settings (DESIGN §10); the default config is the CPU demo.
@@ -103,50 +104,55 @@ DEFAULT_ALPHA = {"automix": 2.0, "amix": 2.0, "mixup": 1.0, "cutmix": 0.2, "sali
                  "resizemix": 1.0, "puzzlemix": 1.0, "comixup": 2.0, "manifoldmix": 2.0}
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("preset", "demo", sorted(PRESETS), "Starting configuration; flags override it.")
+# allow_override: the binaries share flag names and the tests import several of them
+# into one process.
+flags.DEFINE_enum("preset", "demo", sorted(PRESETS), "Starting configuration; flags override it.", allow_override=True)
 flags.DEFINE_string("dataset", Config.dataset,
                     "TFDS name, 'digits' (embedded), 'tiny_imagenet', 'fgvc_aircraft', an "
-                    "image-folder path (split/class/image) or an .npz file.")
-flags.DEFINE_string("data_dir", None, "Folder holding the data set (TFDS data_dir or archive).")
-flags.DEFINE_bool("download", False, "Allow TFDS to download a missing data set.")
-flags.DEFINE_string("train_split", Config.train_split, "Training split.")
-flags.DEFINE_string("test_split", Config.test_split, "Evaluation split.")
-flags.DEFINE_integer("image_size", Config.image_size, "Training image size (square).")
-flags.DEFINE_string("augment", Config.augment, "Augmentation preset: cifar | imagenet | none.")
-flags.DEFINE_string("backbone", Config.backbone, "|".join(common.BACKBONES))
-flags.DEFINE_integer("width", Config.width, "Backbone base width (64 = standard).")
-flags.DEFINE_string("stem", Config.stem, "cifar | imagenet")
-flags.DEFINE_string("method", Config.method, "|".join(METHODS))
-flags.DEFINE_float("alpha", None, "Beta(alpha, alpha) of lambda; default per method.")
-flags.DEFINE_integer("epochs", Config.epochs, "Training epochs.")
-flags.DEFINE_integer("batch_size", Config.batch_size, "Global batch size.")
-flags.DEFINE_float("lr", Config.lr, "Peak learning rate (cosine decay to 0).")
-flags.DEFINE_float("weight_decay", Config.weight_decay, "SGD weight decay.")
-flags.DEFINE_float("momentum", Config.momentum, "SGD momentum.")
-flags.DEFINE_integer("warmup_epochs", Config.warmup_epochs, "Linear learning-rate warm-up.")
-flags.DEFINE_integer("per_class_limit", None, "Keep the first N training images per class.")
-flags.DEFINE_integer("test_per_class_limit", None, "Keep the first N test images per class.")
-flags.DEFINE_integer("max_train_examples", None, "Truncate the training split.")
-flags.DEFINE_integer("max_test_examples", None, "Truncate the evaluation split.")
-flags.DEFINE_integer("seed", Config.seed, "Random seed.")
-flags.DEFINE_string("strategy", Config.strategy, "default | mirrored (TF) | data_parallel (JAX)")
-flags.DEFINE_bool("export", Config.export, "Write a SavedModel into workdir/export.")
+                    "image-folder path (split/class/image) or an .npz file.", allow_override=True)
+flags.DEFINE_string("data_dir", None, "Folder holding the data set (TFDS data_dir or archive).", allow_override=True)
+flags.DEFINE_bool("download", False, "Allow TFDS to download a missing data set.", allow_override=True)
+flags.DEFINE_string("train_split", Config.train_split, "Training split.", allow_override=True)
+flags.DEFINE_string("test_split", Config.test_split, "Evaluation split.", allow_override=True)
+flags.DEFINE_integer("image_size", Config.image_size, "Training image size (square).", allow_override=True)
+flags.DEFINE_string("augment", Config.augment, "Augmentation preset: cifar | imagenet | none.", allow_override=True)
+flags.DEFINE_string("backbone", Config.backbone, "|".join(common.BACKBONES), allow_override=True)
+flags.DEFINE_integer("width", Config.width, "Backbone base width (64 = standard).", allow_override=True)
+flags.DEFINE_string("stem", Config.stem, "cifar | imagenet", allow_override=True)
+flags.DEFINE_string("method", Config.method, "|".join(METHODS), allow_override=True)
+flags.DEFINE_float("alpha", None, "Beta(alpha, alpha) of lambda; default per method.", allow_override=True)
+flags.DEFINE_integer("epochs", Config.epochs, "Training epochs.", allow_override=True)
+flags.DEFINE_integer("batch_size", Config.batch_size, "Global batch size.", allow_override=True)
+flags.DEFINE_float("lr", Config.lr, "Peak learning rate (cosine decay to 0).", allow_override=True)
+flags.DEFINE_float("weight_decay", Config.weight_decay, "SGD weight decay.", allow_override=True)
+flags.DEFINE_float("momentum", Config.momentum, "SGD momentum.", allow_override=True)
+flags.DEFINE_integer("warmup_epochs", Config.warmup_epochs, "Linear learning-rate warm-up.", allow_override=True)
+flags.DEFINE_integer("per_class_limit", None, "Keep the first N training images per class.", allow_override=True)
+flags.DEFINE_integer("test_per_class_limit", None, "Keep the first N test images per class.", allow_override=True)
+flags.DEFINE_integer("max_train_examples", None, "Truncate the training split.", allow_override=True)
+flags.DEFINE_integer("max_test_examples", None, "Truncate the evaluation split.", allow_override=True)
+flags.DEFINE_integer("seed", Config.seed, "Random seed.", allow_override=True)
+flags.DEFINE_string("strategy", Config.strategy, "default | mirrored (TF) | data_parallel (JAX)", allow_override=True)
+flags.DEFINE_bool("export", Config.export, "Write a SavedModel into workdir/export.", allow_override=True)
 flags.DEFINE_enum("export_encoder", Config.export_encoder, ["online", "momentum"],
-                  "AutoMix/AMix: which encoder the SavedModel serves.")
+                  "AutoMix/AMix: which encoder the SavedModel serves.", allow_override=True)
 flags.DEFINE_enum("settings", Config.settings, ["paper", "official"],
                   "AutoMix/AMix: the paper's Mix Block settings or the official code's "
                   "(ELU, no dropout, fixed gamma=1, lam adjusting p=0.25, lam margin 0.08, "
-                  "momentum to 0.999999; AutoMix without a lam input).")
-flags.DEFINE_string("mix_loss", Config.mix_loss, "Mix Block loss: ce | pbce | ce+pbce | bce | ce+bce")
-flags.DEFINE_string("feature_stage", Config.feature_stage, "Backbone stage read by the Mix Block.")
-flags.DEFINE_float("momentum_base", Config.momentum_base, "EMA momentum at the start.")
-flags.DEFINE_float("momentum_final", None, "EMA momentum at the end (cosine).")
-flags.DEFINE_float("phi_lr", None, "Separate learning rate of the Mix Block (cosine to 0).")
+                  "momentum to 0.999999; AutoMix without a lam input).", allow_override=True)
+flags.DEFINE_string("mix_loss", Config.mix_loss, "Mix Block loss: ce | pbce | ce+pbce | bce | ce+bce", allow_override=True)
+flags.DEFINE_string("feature_stage", Config.feature_stage, "Backbone stage read by the Mix Block.", allow_override=True)
+flags.DEFINE_float("momentum_base", Config.momentum_base, "EMA momentum at the start.", allow_override=True)
+flags.DEFINE_float("momentum_final", None, "EMA momentum at the end (cosine).", allow_override=True)
+flags.DEFINE_float("phi_lr", None, "Separate learning rate of the Mix Block (cosine to 0).", allow_override=True)
 flags.DEFINE_multi_string("mix_block", [], "Mix Block switch override 'name=value'; repeatable, "
                           "e.g. --mix_block=attention=cross --mix_block=content=linear "
-                          "(one Table-8 ablation row per switch).")
-flags.DEFINE_bool("smoke", False, "Tiny and fast: a few batches of small images, width 8.")
-flags.DEFINE_string("workdir", "runs/supervised", "Output folder (resumes if it holds a backup).")
+                          "(one Table-8 ablation row per switch).", allow_override=True)
+flags.DEFINE_integer("mask_summary_every", Config.mask_summary_every,
+                     "AutoMix/AMix: write Mix Block mask pictures (paper Fig. 4) of 8 test "
+                     "images to workdir/tensorboard/masks every N epochs; 0 disables.", allow_override=True)
+flags.DEFINE_bool("smoke", False, "Tiny and fast: a few batches of small images, width 8.", allow_override=True)
+flags.DEFINE_string("workdir", "runs/supervised", "Output folder (resumes if it holds a backup).", allow_override=True)
 
 CONFIG_FLAGS = [f.name for f in dataclasses.fields(Config)]
 
@@ -315,6 +321,13 @@ def train(cfg, workdir, extra_callbacks=()):
         _EpochTimer(),
         *extra_callbacks,
     ]
+    if cfg.method in LEARNED_METHODS and cfg.mask_summary_every > 0:
+        from keras_amix.training.callbacks import MixImageSummary
+
+        mask_images = next(iter(test_ds))[0].numpy()[:8]  # normalised, as the model sees them
+        callbacks.append(MixImageSummary(
+            os.path.join(workdir, "tensorboard", "masks"), mask_images, mean=info.mean,
+            std=info.std, seed=cfg.seed, every_n_epochs=cfg.mask_summary_every))
     history = model.fit(
         train_ds, validation_data=test_ds, epochs=cfg.epochs, steps_per_epoch=steps,
         callbacks=callbacks, verbose=2,

@@ -29,19 +29,21 @@ from absl import app
 from absl import flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("checkpoint", None, "A .keras file holding an AMixClassifier.")
+# allow_override: the binaries share flag names and the tests import several of them
+# into one process.
+flags.DEFINE_string("checkpoint", None, "A .keras file holding an AMixClassifier.", allow_override=True)
 flags.DEFINE_string("dataset", None, "Data set name or path (default: the checkpoint's "
-                    "config.json, else 'digits').")
-flags.DEFINE_string("data_dir", None, "Folder holding the data set.")
-flags.DEFINE_string("split", "test", "Split the images come from.")
+                    "config.json, else 'digits').", allow_override=True)
+flags.DEFINE_string("data_dir", None, "Folder holding the data set.", allow_override=True)
+flags.DEFINE_string("split", "test", "Split the images come from.", allow_override=True)
 flags.DEFINE_integer("image_size", None, "Image size (default: the backbone's input size, "
-                     "else the data set's native size).")
-flags.DEFINE_integer("pairs", 6, "Number of pairs (rows).")
-flags.DEFINE_list("lams", ["0.3", "0.5", "0.7"], "λ values, comma-separated, in [0, 1].")
-flags.DEFINE_integer("seed", 0, "Seed of the image choice and the pairing.")
-flags.DEFINE_string("out", None, "PNG path (default: amix_masks.png beside the checkpoint).")
+                     "else the data set's native size).", allow_override=True)
+flags.DEFINE_integer("pairs", 6, "Number of pairs (rows).", allow_override=True)
+flags.DEFINE_list("lams", ["0.3", "0.5", "0.7"], "λ values, comma-separated, in [0, 1].", allow_override=True)
+flags.DEFINE_integer("seed", 0, "Seed of the image choice and the pairing.", allow_override=True)
+flags.DEFINE_string("out", None, "PNG path (default: amix_masks.png beside the checkpoint).", allow_override=True)
 flags.DEFINE_bool("stretch_masks", False, "Show each mask tile contrast-stretched to its own "
-                  "min..max (reveals the layout of near-constant masks); default: grey in [0, 1].")
+                  "min..max (reveals the layout of near-constant masks); default: grey in [0, 1].", allow_override=True)
 
 # Images drawn from before choosing `pairs` of them with `seed`.
 POOL_SIZE = 256

@@ -62,6 +62,8 @@ def test_smoke_amix_ablation_row(tmp_path, backend):
     assert "val_top1_momentum" in metrics["history"]
     config = json.load(open(os.path.join(workdir, "config.json")))
     assert config["mix_block"] == ["attention=cross"]
+    masks = os.path.join(workdir, "tensorboard", "masks")
+    assert os.path.isdir(masks) and os.listdir(masks)  # Fig.-4 style mask summaries
 
 
 @pytest.mark.backend_independent
