@@ -52,19 +52,21 @@ TOP = 0.75
 BOTTOM = 0.45
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("dataset", "digits", "A name or path that keras_amix.data.load reads.")
-flags.DEFINE_string("data_dir", None, "Data folder passed to keras_amix.data.load.")
-flags.DEFINE_string("split", "train", "Split to draw the images from.")
-flags.DEFINE_integer("pairs", 4, "Number of image pairs (columns).")
+# allow_override: the binaries share flag names and the tests import several of them
+# into one process.
+flags.DEFINE_string("dataset", "digits", "A name or path that keras_amix.data.load reads.", allow_override=True)
+flags.DEFINE_string("data_dir", None, "Data folder passed to keras_amix.data.load.", allow_override=True)
+flags.DEFINE_string("split", "train", "Split to draw the images from.", allow_override=True)
+flags.DEFINE_integer("pairs", 4, "Number of image pairs (columns).", allow_override=True)
 flags.DEFINE_integer("image_size", None,
                      "Side of the drawn images: default 32 for digits, the native size "
-                     "otherwise (224 where it varies).")
+                     "otherwise (224 where it varies).", allow_override=True)
 flags.DEFINE_list("methods", list(DEFAULT_METHODS),
-                  "Mixers, one row each (manifoldmix is drawn as its input-layer MixUp).")
-flags.DEFINE_float("alpha", None, "Beta(α, α) for every mixer; default: each mixer's own.")
-flags.DEFINE_integer("seed", 0, "Seed for the image choice and every mixer.")
-flags.DEFINE_integer("dpi", 100, "Resolution of the PNG.")
-flags.DEFINE_string("workdir", "runs/visualize", "Output folder.")
+                  "Mixers, one row each (manifoldmix is drawn as its input-layer MixUp).", allow_override=True)
+flags.DEFINE_float("alpha", None, "Beta(α, α) for every mixer; default: each mixer's own.", allow_override=True)
+flags.DEFINE_integer("seed", 0, "Seed for the image choice and every mixer.", allow_override=True)
+flags.DEFINE_integer("dpi", 100, "Resolution of the PNG.", allow_override=True)
+flags.DEFINE_string("workdir", "runs/visualize", "Output folder.", allow_override=True)
 
 
 def figure_size(num_pairs, num_methods):

@@ -17,34 +17,43 @@ def spectrum_scale(height, width, decay=3.0):
 
 
 def low_frequency_noise(seed_gen, batch_size, height, width, decay=3.0):
-    """Real part of the inverse FFT of complex Gaussian noise × 1/f^decay."""
+    """`batch_size` real fields: inverse FFTs of complex Gaussian noise × 1/f^decay.
+
+    One complex inverse FFT yields two fields: its real and imaginary parts are
+    independent and identically distributed (the noise is circular and the
+    amplitude depends on |f| only), so ceil(B/2) transforms serve B masks.
+    """
     scale = ops.convert_to_tensor(spectrum_scale(height, width, decay))
-    shape = (batch_size, height, width)
+    shape = ((batch_size + 1) // 2, height, width)
     real = keras.random.normal(shape, seed=seed_gen) * scale
     imag = keras.random.normal(shape, seed=seed_gen) * scale
-    field, _ = ops.ifft2((real, imag))
-    return field
+    field_re, field_im = ops.ifft2((real, imag))
+    return ops.concatenate([field_re, field_im], axis=0)[:batch_size]
 
 
 def top_fraction_mask(values, lam):
     """1 on the k = round(λ·N) largest entries of each row of `values`.
+
+    One sort per row gives the k-th largest value; the mask keeps the entries
+    at or above it. The returned λ is the mask's exact mean (k / N unless a
+    tie sits at the threshold, which continuous noise makes improbable).
 
     Args:
         values: (B, H, W) float.
         lam: (B,) float in [0, 1].
 
     Returns:
-        `(mask, exact_lam)`: (B, H, W, 1) float32 and k / (H·W) as (B,).
+        `(mask, exact_lam)`: (B, H, W, 1) float32 and the mask means as (B,).
     """
     batch, height, width = ops.shape(values)
     size = height * width
     flat = ops.reshape(values, (batch, size))
     k = ops.cast(ops.round(ops.cast(lam, "float32") * size), "int32")
-    order = ops.argsort(-flat, axis=1)
-    ranks = ops.argsort(order, axis=1)
-    mask = ops.cast(ranks < k[:, None], "float32")
-    mask = ops.reshape(mask, (batch, height, width, 1))
-    return mask, ops.cast(k, "float32") / float(size)
+    descending = ops.flip(ops.sort(flat, axis=1), axis=1)
+    threshold = ops.take_along_axis(descending, ops.maximum(k - 1, 0)[:, None], axis=1)
+    mask = ops.cast(ops.logical_and(flat >= threshold, (k > 0)[:, None]), "float32")
+    exact_lam = ops.mean(mask, axis=1)
+    return ops.reshape(mask, (batch, height, width, 1)), exact_lam
 
 
 @register("fmix")
