@@ -158,7 +158,7 @@ class AMixClassifier(StepModel):
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.built = True
         self.step_counter = self.add_weight(
-            shape=(), dtype="int64", initializer="zeros", trainable=False, name="step_counter"
+            shape=(), dtype="int32", initializer="zeros", trainable=False, name="step_counter"
         )
         for name in ("loss", "loss_theta", "loss_phi", "mask_loss", "mask_std",
                      "mask_mean_error", "momentum"):
@@ -312,7 +312,7 @@ class AMixClassifier(StepModel):
     def after_train_step(self):
         momentum = self.momentum_value()
         ema_update([k for k, _ in self._ema_pairs], [q for _, q in self._ema_pairs], momentum)
-        self.step_counter.assign_add(ops.cast(1, "int64"))
+        self.step_counter.assign_add(ops.cast(1, "int32"))
 
     # --------------------------------------------------------------- eval
     def compute_test_metrics(self, x, y):
