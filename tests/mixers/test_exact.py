@@ -299,3 +299,51 @@ def test_manifoldmix_layer_selection():
     # Any rank: (B, C) features.
     out, y = mixer(np.eye(2, dtype="float32"), np.eye(2, dtype="float32"))
     np.testing.assert_allclose(_np(out), 0.5, atol=1e-6)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="keras-cv runs TF code")
+def test_fmix_matches_keras_cv_fourier_mix_properties():
+    """Reference check against keras-cv's FourierMix (optional `kerascv` extra).
+
+    Both: the mask mean equals the label weight λ, and the masks are
+    low-frequency (far more spectral energy below 1/8 cycles/pixel than a
+    random binary mask of the same mean).
+    """
+    keras_cv = pytest.importorskip("keras_cv")
+    size, batch = 32, 8
+    # Sample i is constant i: a mixed pixel value reveals which source it came
+    # from, so the mask of the first image is mixed == i.
+    images = np.broadcast_to(np.arange(batch, dtype="float32")[:, None, None, None],
+                             (batch, size, size, 1)).copy()
+    labels = np.eye(batch, dtype="float32")
+    f = np.sqrt(np.fft.fftfreq(size)[:, None] ** 2 + np.fft.fftfreq(size)[None] ** 2)
+    low = (f <= 0.125) & (f > 0)
+
+    def low_fraction(m):
+        power = np.abs(np.fft.fft2(m - m.mean())) ** 2
+        return power[low].sum() / max(power.sum(), 1e-12)
+
+    theirs = keras_cv.layers.FourierMix(alpha=1.0, decay_power=3, seed=0)
+    ours = mixers.get("fmix", alpha=1.0, decay=3.0, seed=0)
+    out_theirs = theirs({"images": images, "labels": labels})
+    out_ours = ours(images, labels)
+    fractions = {}
+    for name, (mixed, mixed_labels) in {
+        "keras_cv": (out_theirs["images"], out_theirs["labels"]),
+        "ours": out_ours,
+    }.items():
+        mixed, mixed_labels = _np(mixed)[..., 0], _np(mixed_labels)
+        fractions[name] = []
+        for i in range(batch):
+            mask = (mixed[i] == i).astype("float32")
+            if mixed_labels[i, i] in (0.0, 1.0) or mask.mean() in (0.0, 1.0):
+                continue  # paired with itself or an all-one/all-zero mask
+            np.testing.assert_allclose(mask.mean(), mixed_labels[i, i], atol=1.5 / size**2)
+            fractions[name].append(low_fraction(mask))
+        assert fractions[name], name
+    rng = np.random.default_rng(0)
+    random = low_fraction((rng.permutation(size * size) < size * size // 2)
+                          .reshape(size, size).astype("float32"))
+    assert random < 0.1
+    for name, values in fractions.items():
+        assert np.mean(values) > 0.3, (name, values)

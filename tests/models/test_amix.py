@@ -183,3 +183,26 @@ def test_mixed_bfloat16_trains_without_nan():
         keras.mixed_precision.set_global_policy("float32")
     for key in ("loss", "loss_theta", "loss_phi", "mask_loss", "mask_std"):
         assert np.all(np.isfinite(history[key])), key
+
+
+@pytest.mark.training
+def test_separate_phi_optimizer_state_survives_save_load(tmp_path):
+    """θ and φ with their own SGD (MultiOptimizer); both resume after reload."""
+    x, y = _data()
+    model = _model(total_steps=10)
+    optimizer = keras.optimizers.MultiOptimizer(keras.optimizers.OptimizerMap(
+        default_optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+        optimizer_map={".*mix_block.*": keras.optimizers.SGD(0.1, momentum=0.9)}))
+    model.compile(optimizer=optimizer)
+    before = {v.path: _np(v).copy() for v in model.mix_block.trainable_weights}
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert any(not np.allclose(_np(v), before[v.path]) for v in model.mix_block.trainable_weights)
+    path = os.path.join(tmp_path, "multi.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert [float(_np(o.learning_rate)) for o in loaded.optimizer.optimizers] == \
+        pytest.approx([float(_np(o.learning_rate)) for o in model.optimizer.optimizers])
+    for a, b in zip(model.optimizer.variables, loaded.optimizer.variables):
+        np.testing.assert_allclose(_np(a), _np(b), rtol=1e-6)
+    loaded.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert int(_np(loaded.step_counter)) == 4
