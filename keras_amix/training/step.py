@@ -47,6 +47,28 @@ class StepModel(keras.Model):
         super().__init__(**kwargs)
         self._trackers = {}
 
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
+        """As `keras.Model.compile`, without `loss` and `metrics`.
+
+        The model computes its own losses and reports its own metrics, so a
+        `loss` or `metrics` argument would be silently unused: it is an error.
+        """
+        for name, value in (("loss", loss), ("metrics", metrics)):
+            if value is not None:
+                raise ValueError(
+                    f"{type(self).__name__} computes its own losses and metrics; "
+                    f"compile() takes no `{name}` (received {name}={value!r})."
+                )
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def compile_from_config(self, config):
+        # Keras skips this for models that override `compile`; loading a
+        # `.keras` file must still restore the optimizer and its state.
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     # ------------------------------------------------------------- metrics
     def add_tracker(self, metric):
         self._trackers[metric.name] = metric

@@ -115,3 +115,11 @@ def test_bad_arguments():
         model.compute_train_loss(keras.ops.convert_to_tensor(x), keras.ops.ones((4, 5)))
     with pytest.raises(ValueError, match="rank-4"):
         model.compute_train_loss(keras.ops.ones((4, 8, 8)), y)
+
+
+def test_compile_rejects_loss_and_metrics():
+    model = _model(None)
+    with pytest.raises(ValueError, match="loss"):
+        model.compile(optimizer="sgd", loss="categorical_crossentropy")
+    with pytest.raises(ValueError, match="metrics"):
+        model.compile(optimizer="sgd", metrics=["accuracy"])

@@ -1,0 +1,272 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_amix import backbones
+from keras_amix.models.moco import MoCoV2
+
+TAU = 0.2
+
+
+def _np(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def _views(n=4, size=8, seed=0):
+    rng = np.random.default_rng(seed)
+    v1 = rng.normal(size=(n, size, size, 3)).astype("float32")
+    v2 = rng.normal(size=(n, size, size, 3)).astype("float32")
+    return {"view1": v1, "view2": v2}
+
+
+def _model(**kw):
+    kw.setdefault("queue_size", 16)
+    return MoCoV2(backbones.resnet(18, width=8), projection_dim=8, hidden_dim=16, seed=1, **kw)
+
+
+def _nce_np(q, k, negatives):
+    """Per-row infoNCE, positive at index 0; negatives (K, d) or (B, K, d)."""
+    pos = np.sum(q * k, axis=-1, keepdims=True)
+    neg = q @ negatives.T if negatives.ndim == 2 else np.einsum("bd,bkd->bk", q, negatives)
+    logits = np.concatenate([pos, neg], axis=-1) / TAU
+    m = logits.max(axis=-1, keepdims=True)
+    return (np.log(np.exp(logits - m).sum(-1)) + m[:, 0]) - logits[:, 0]
+
+
+def _ids(variables):
+    return {id(v) for v in variables}
+
+
+def test_key_encoder_is_a_frozen_copy_and_queue_is_unit_norm():
+    model = _model()
+    trainable = _ids(model.trainable_weights)
+    key_vars = (model.key_backbone.weights + model.key_proj_hidden.weights
+                + model.key_proj_out.weights)
+    assert not trainable & _ids(key_vars)
+    assert not trainable & _ids([model.queue, model.queue_ptr])
+    for k, q in model._ema_pairs:
+        np.testing.assert_array_equal(_np(k), _np(q))
+    np.testing.assert_allclose(np.linalg.norm(_np(model.queue), axis=1), 1.0, rtol=1e-5)
+    assert int(_np(model.queue_ptr)) == 0
+    x = _views()
+    emb = _np(model(x["view1"]))
+    assert emb.shape == (4, 8)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
+    assert _np(model.encoder_features(x["view1"])).shape == (4, 64)
+
+
+@pytest.mark.training
+def test_key_encoder_follows_ema_exactly_after_one_step():
+    x = _views()
+    model = _model(momentum=0.5)
+    model.compile(optimizer=keras.optimizers.SGD(0.5))
+    before = [_np(k).copy() for k, _ in model._ema_pairs]
+    model.fit(x, batch_size=4, epochs=1, verbose=0)
+    moved = 0
+    for (k, q), k0 in zip(model._ema_pairs, before):
+        # No gradient reached k: it is exactly the EMA of its old value and
+        # the updated query weights.
+        np.testing.assert_allclose(_np(k), 0.5 * k0 + 0.5 * _np(q), rtol=1e-5, atol=1e-6)
+        moved += not np.allclose(_np(k), k0)
+    assert moved > 0
+
+
+@pytest.mark.training
+def test_queue_pointer_wraps_and_rows_hold_the_right_keys():
+    # momentum 1: the key encoder stays fixed, so each batch's keys are reproducible.
+    x = _views(n=12)
+    model = _model(queue_size=10, momentum=1.0)
+    queue0 = _np(model.queue).copy()
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    model.fit(x, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    assert int(_np(model.queue_ptr)) == 2  # 12 keys written into 10 rows
+    keys = np.concatenate([_np(model.key_embedding(x["view2"][i:i + 4], training=True))
+                           for i in (0, 4, 8)])
+    queue = _np(model.queue)
+    expected = np.empty_like(queue0)
+    for position, key in enumerate(keys):
+        expected[position % 10] = key
+    np.testing.assert_allclose(queue, expected, atol=1e-4)
+    np.testing.assert_allclose(queue[0:2], keys[10:12], atol=1e-4)
+    np.testing.assert_allclose(queue[2:4], keys[2:4], atol=1e-4)
+
+
+def test_enqueue_wraps_modulo_queue_size():
+    model = _model(queue_size=10)
+    model.queue_ptr.assign(8)
+    keys = np.eye(8, dtype="float32")[:4]
+    before = _np(model.queue).copy()
+    model.enqueue(keras.ops.convert_to_tensor(keys))
+    queue = _np(model.queue)
+    np.testing.assert_array_equal(queue[[8, 9, 0, 1]], keys)
+    np.testing.assert_array_equal(queue[2:8], before[2:8])
+    assert int(_np(model.queue_ptr)) == 2
+
+
+def test_plain_loss_is_eq2_with_view1_queries_and_view2_keys():
+    x = _views()
+    model = _model()
+    terms = model.compute_losses(x)
+    q = _np(model.query_embedding(x["view1"], training=True))
+    k = _np(model.key_embedding(x["view2"], training=True))
+    expected = _nce_np(q, k, _np(model.queue)).mean()
+    np.testing.assert_allclose(float(_np(terms["nce"])), expected, rtol=1e-5)
+    assert float(_np(terms["mix"])) == 0.0
+    np.testing.assert_allclose(_np(terms["keys"]), k, atol=1e-6)
+
+
+def test_cross_view_mixup_uses_the_other_views_keys():
+    x = _views()
+    model = _model(mixer="mixup")
+    lam = np.full((4,), 0.7, "float32")
+    perm = np.array([1, 2, 3, 0], "int32")
+    params = {"lam": keras.ops.convert_to_tensor(lam), "perm": keras.ops.convert_to_tensor(perm)}
+    got = float(_np(model.compute_losses(x, mix_params=params)["mix"]))
+    v1, v2 = x["view1"], x["view2"]
+    q_mix = _np(model.query_embedding(0.7 * v1 + 0.3 * v2[perm], training=True))
+    k1 = _np(model.key_embedding(v1, training=True))
+    k2 = _np(model.key_embedding(v2, training=True))
+    queue = _np(model.queue)
+    expected = (0.7 * _nce_np(q_mix, k2, queue) + 0.3 * _nce_np(q_mix, k1[perm], queue)).mean()
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    # A same-view pairing (k2 for perm(i)) is a different loss.
+    wrong = (0.7 * _nce_np(q_mix, k2, queue) + 0.3 * _nce_np(q_mix, k2[perm], queue)).mean()
+    assert abs(wrong - got) > 1e-4
+
+
+def test_imix_virtual_labels_over_batch_keys_and_queue():
+    x = _views()
+    model = _model(mixer="imix")
+    perm = np.array([2, 0, 3, 1], "int32")
+    params = {"lam": keras.ops.convert_to_tensor(0.6), "perm": keras.ops.convert_to_tensor(perm)}
+    terms = model.compute_losses(x, mix_params=params)
+    v1 = x["view1"]
+    q = _np(model.query_embedding(0.6 * v1 + 0.4 * v1[perm], training=True))
+    k2 = _np(model.key_embedding(x["view2"], training=True))
+    logits = q @ np.concatenate([k2, _np(model.queue)]).T / TAU
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    expected = -(0.6 * logp[np.arange(4), np.arange(4)] + 0.4 * logp[np.arange(4), perm]).mean()
+    np.testing.assert_allclose(float(_np(terms["mix"])), expected, rtol=1e-5)
+    assert float(_np(terms["nce"])) == 0.0
+
+
+def test_unmix_mixes_with_the_reversed_batch():
+    x = _views()
+    model = _model(mixer="unmix")
+    mask = np.ones((4, 8, 8, 1), "float32")
+    mask[:, :4] = 0.0
+    params = {"lam": keras.ops.convert_to_tensor(0.3), "mask": keras.ops.convert_to_tensor(mask),
+              "cutmix_lam": keras.ops.convert_to_tensor(np.full((4,), 0.5, "float32"))}
+    got = float(_np(model.compute_losses(x, mix_params=params)["mix"]))
+    v1, rev = x["view1"], x["view1"][::-1]
+    k2 = _np(model.key_embedding(x["view2"], training=True))
+    queue = _np(model.queue)
+    expected = 0.0
+    for x_mix, w in ((0.3 * v1 + 0.7 * rev, 0.3), (mask * v1 + (1 - mask) * rev, 0.5)):
+        q = _np(model.query_embedding(x_mix, training=True))
+        expected += 0.5 * (w * _nce_np(q, k2, queue) + (1 - w) * _nce_np(q, k2[::-1], queue)).mean()
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_mochi_synthetic_negatives_are_unit_norm_and_hard():
+    model = _model(mixer="mochi", mixer_kwargs={"num_hard": 1, "num_mix": 3, "num_query_mix": 2})
+    rng = np.random.default_rng(3)
+    q = rng.normal(size=(4, 8)).astype("float32")
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    queue = _np(model.queue)
+    synthetic = _np(model.hard_negatives(keras.ops.convert_to_tensor(q), model.queue))
+    assert synthetic.shape == (4, 5, 8)
+    np.testing.assert_allclose(np.linalg.norm(synthetic, axis=-1), 1.0, rtol=1e-5)
+    hardest = queue[np.argmax(q @ queue.T, axis=1)]
+    # num_hard = 1: mixing the hardest key with itself gives it back ...
+    np.testing.assert_allclose(synthetic[:, :3], np.repeat(hardest[:, None], 3, 1), atol=1e-5)
+    # ... and the query mixes (query weight < 0.5) stay closer to it than to q.
+    s = synthetic[:, 3:]
+    assert np.all(np.einsum("bsd,bd->bs", s, hardest) >= np.einsum("bsd,bd->bs", s, q) - 1e-6)
+
+
+def test_mochi_negatives_only_join_their_own_query():
+    model = _model(mixer="mochi", mixer_kwargs={"num_hard": 4, "num_mix": 3, "num_query_mix": 2})
+    rng = np.random.default_rng(4)
+    unit = lambda a: a / np.linalg.norm(a, axis=-1, keepdims=True)  # noqa: E731
+    q, k = unit(rng.normal(size=(4, 8))), unit(rng.normal(size=(4, 8)))
+    synthetic = unit(rng.normal(size=(4, 5, 8)))
+    queue = _np(model.queue)
+    t = keras.ops.convert_to_tensor
+    got = _np(model.mochi_loss(t(q.astype("float32")), t(k.astype("float32")), model.queue,
+                               t(synthetic.astype("float32"))))
+    expected = _nce_np(q, k, np.concatenate(
+        [np.broadcast_to(queue, (4,) + queue.shape), synthetic], axis=1))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    # Changing query 1's synthetic negatives leaves the other losses alone.
+    other = synthetic.copy()
+    other[1] = unit(rng.normal(size=(5, 8)))
+    got2 = _np(model.mochi_loss(t(q.astype("float32")), t(k.astype("float32")), model.queue,
+                                t(other.astype("float32"))))
+    np.testing.assert_allclose(got2[[0, 2, 3]], got[[0, 2, 3]], rtol=1e-6)
+    assert abs(got2[1] - got[1]) > 1e-4
+
+
+@pytest.mark.training
+@pytest.mark.parametrize("mixer", [None, "mixup", "cutmix", "imix", "unmix", "mochi"])
+def test_fit_and_evaluate(mixer):
+    x = _views(n=8)
+    labels = np.zeros((8,), "int32")
+    kwargs = {"num_hard": 4, "num_mix": 4, "num_query_mix": 2} if mixer == "mochi" else None
+    model = _model(mixer=mixer, mixer_kwargs=kwargs, momentum=0.9)
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+    history = model.fit(x, labels, batch_size=4, epochs=1, verbose=0).history
+    for key in ("loss", "loss_nce", "loss_mix"):
+        assert np.all(np.isfinite(history[key])), key
+    if mixer not in (None, "mochi"):
+        assert history["loss_mix"][0] > 0
+    assert int(_np(model.queue_ptr)) == 8
+    logs = model.evaluate(x, labels, batch_size=4, return_dict=True, verbose=0)
+    assert set(logs) == {"loss"} and np.isfinite(logs["loss"])
+
+
+@pytest.mark.training
+def test_save_load_keeps_queue_pointer_and_encoders(tmp_path):
+    x = _views(n=8)
+    model = _model(mixer="mixup", mixer_kwargs={"alpha": 0.5}, queue_size=10)
+    model.compile(optimizer=keras.optimizers.SGD(0.05))
+    model.fit(x, batch_size=4, epochs=1, verbose=0)
+    path = os.path.join(tmp_path, "moco.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, MoCoV2)
+    config, loaded_config = model.get_config(), loaded.get_config()
+    config.pop("backbone"), loaded_config.pop("backbone")
+    assert loaded_config == config
+    assert loaded.mixer == "mixup" and loaded._mixer.alpha == 0.5
+    assert int(_np(loaded.queue_ptr)) == 8
+    np.testing.assert_allclose(_np(loaded.queue), _np(model.queue))
+    for (k1, _), (k2, _) in zip(model._ema_pairs, loaded._ema_pairs):
+        np.testing.assert_allclose(_np(k1), _np(k2))
+    np.testing.assert_allclose(_np(loaded(x["view1"])), _np(model(x["view1"])), atol=1e-5)
+    loaded.fit(x, batch_size=4, epochs=1, verbose=0)
+    assert int(_np(loaded.queue_ptr)) == 6
+
+
+def test_bad_arguments():
+    bb = backbones.resnet(18, width=8)
+    for kwargs, name in (({"queue_size": 0}, "queue_size=0"),
+                         ({"temperature": 0.0}, "temperature=0.0"),
+                         ({"projection_dim": -1}, "projection_dim=-1"),
+                         ({"hidden_dim": 0}, "hidden_dim=0"),
+                         ({"momentum": 1.5}, "momentum=1.5"),
+                         ({"mixer": "nope"}, "nope"),
+                         ({"mixer": "mochi", "mixer_kwargs": {"k": 1}}, "mochi")):
+        with pytest.raises(ValueError, match=name):
+            MoCoV2(bb, **kwargs)
+
+
+def test_queue_smaller_than_batch_is_rejected():
+    model = _model(queue_size=3)
+    x = {k: keras.ops.convert_to_tensor(v) for k, v in _views().items()}
+    with pytest.raises(ValueError, match="queue_size=3"):
+        model.compute_train_loss(x, None)
+    with pytest.raises(ValueError, match="view1"):
+        model.compute_train_loss(x["view1"], None)
