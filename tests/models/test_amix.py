@@ -163,7 +163,8 @@ def test_export_online_and_momentum_encoders(tmp_path):
     for encoder, momentum in (("online", False), ("momentum", True)):
         path = str(tmp_path / encoder)
         export_saved_model(model.classifier(encoder), path)
-        served = tf.saved_model.load(path).serve(tf.constant(x)).numpy()
+        loaded = tf.saved_model.load(path)  # keep a reference: its variables die with it
+        served = loaded.serve(tf.constant(x))["output"].numpy()
         expected = keras.ops.convert_to_numpy(
             keras.ops.softmax(model(x, training=False, momentum=momentum)))
         np.testing.assert_allclose(served, expected, atol=1e-5)

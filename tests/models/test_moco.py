@@ -270,3 +270,44 @@ def test_queue_smaller_than_batch_is_rejected():
         model.compute_train_loss(x, None)
     with pytest.raises(ValueError, match="view1"):
         model.compute_train_loss(x["view1"], None)
+
+
+MIRRORED_SCRIPT = r'''
+import os
+os.environ["KERAS_BACKEND"] = "tensorflow"
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras, numpy as np
+from keras_amix import backbones
+from keras_amix.models.moco import MoCoV2
+
+rng = np.random.default_rng(0)
+v1, v2 = (rng.normal(size=(8, 8, 8, 3)).astype("float32") for _ in range(2))
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    # momentum 1: the key encoder stays fixed, so the keys are reproducible.
+    model = MoCoV2(backbones.resnet(18, width=8), projection_dim=8, hidden_dim=16,
+                   queue_size=12, momentum=1.0, seed=0)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+ds = tf.data.Dataset.from_tensor_slices({"view1": v1, "view2": v2}).batch(8)
+model.fit(ds, epochs=1, verbose=0)
+assert int(model.queue_ptr.numpy()) == 8, model.queue_ptr.numpy()
+# Each replica's keys (BatchNorm over its own 4 samples), all-gathered in order.
+keys = np.concatenate([keras.ops.convert_to_numpy(model.key_embedding(v2[i:i + 4]))
+                       for i in (0, 4)])
+np.testing.assert_allclose(model.queue.numpy()[:8], keys, atol=1e-4)
+print("MIRRORED_OK")
+'''
+
+
+@pytest.mark.backend_independent
+def test_mirrored_strategy_enqueues_all_gathered_keys():
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=root, KERAS_BACKEND="tensorflow")
+    result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT], capture_output=True,
+                            text=True, env=env, timeout=600)
+    assert "MIRRORED_OK" in result.stdout, result.stderr[-3000:]
