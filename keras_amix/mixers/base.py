@@ -362,7 +362,7 @@ class Mixer(keras.layers.Layer):
         a = ops.cast(images_a, "float32")
         b = ops.cast(images_b, "float32")
         if "mask" in params:
-            weight = params["mask"]
+            weight = ops.cast(params["mask"], "float32")
         else:
             weight = broadcast_weight(params["lam"], len(a.shape))
         return cast_like(weight * a + (1.0 - weight) * b, dtype)
