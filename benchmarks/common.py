@@ -58,6 +58,8 @@ def _fmt(v):
 
 
 def write_json(path, payload):
+    # Not experiments.common.write_json: that module imports the TF data stack,
+    # and the benchmarks must run where only JAX is installed (GPU hosts).
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = path + ".tmp"

@@ -17,7 +17,6 @@ full test set) with `python -m benchmarks.make_cifar_npz`, then:
 """
 
 import statistics
-import time
 
 from absl import app
 from absl import flags
@@ -103,6 +102,8 @@ def main(argv):
     import keras
     import numpy as np
 
+    from keras_amix.training.callbacks import EpochTimer
+
     arrays = np.load(FLAGS.data)
     x_train, x_test = normalise(arrays["x_train"]), normalise(arrays["x_test"])
     y_train = keras.utils.to_categorical(arrays["y_train"], 10).astype("float32")
@@ -113,22 +114,14 @@ def main(argv):
         for method in FLAGS.methods:
             keras.utils.set_random_seed(seed)
             model = build(method, steps * FLAGS.epochs, seed)
-            epoch_times = []
-
-            class Timer(keras.callbacks.Callback):
-                def on_epoch_begin(self, epoch, logs=None):
-                    self.t = time.perf_counter()
-
-                def on_epoch_end(self, epoch, logs=None):
-                    epoch_times.append(time.perf_counter() - self.t)
-
+            timer = EpochTimer()
             history = model.fit(make_train_data(x_train, y_train, FLAGS.batch_size, seed),
                                 validation_data=(x_test, y_test), validation_batch_size=1000,
-                                epochs=FLAGS.epochs, callbacks=[Timer()], verbose=0).history
+                                epochs=FLAGS.epochs, callbacks=[timer], verbose=0).history
             top1 = history["val_top1"]
             row = dict(method=method, seed=seed, final_top1=top1[-1],
                        median_last10_top1=statistics.median(top1[-10:]),
-                       sec_per_epoch=statistics.median(epoch_times[1:] or epoch_times))
+                       sec_per_epoch=statistics.median(timer.seconds[1:] or timer.seconds))
             if "val_top1_momentum" in history:
                 row["median_last10_top1_momentum"] = statistics.median(
                     history["val_top1_momentum"][-10:])

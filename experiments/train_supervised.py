@@ -25,7 +25,6 @@ Examples:
 
 import dataclasses
 import os
-import time
 
 from absl import app
 from absl import flags
@@ -305,20 +304,14 @@ def train(cfg, workdir, extra_callbacks=()):
     with scope:
         model = build_model(cfg, info.num_classes, total_steps=cfg.epochs * steps)
         model.compile(optimizer=make_optimizer(cfg, steps))
-    epoch_times = []
+    from keras_amix.training.callbacks import EpochTimer
 
-    class _EpochTimer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self._start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            epoch_times.append(time.perf_counter() - self._start)
-
+    timer = EpochTimer()
     callbacks = [
         keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup")),
         keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")),
         keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True),
-        _EpochTimer(),
+        timer,
         *extra_callbacks,
     ]
     if cfg.method in LEARNED_METHODS and cfg.mask_summary_every > 0:
@@ -338,7 +331,7 @@ def train(cfg, workdir, extra_callbacks=()):
         final_top1=float(results["top1"]),
         median_last10_top1=float(common.median_last(top1)),
         history={k: [float(v) for v in vals] for k, vals in history.history.items()},
-        seconds_per_epoch=epoch_times,
+        seconds_per_epoch=timer.seconds,
         dataset=cfg.dataset,
         method=cfg.method,
     )

@@ -1,4 +1,4 @@
-"""Training callbacks: TensorBoard pictures of the masks a Mix Block predicts.
+"""Training callbacks: TensorBoard pictures of the masks a Mix Block predicts, epoch timing.
 
 `mix_panels` and `mix_grid` are pure functions of a model and a batch (the
 callback and `experiments/visualize_amix.py` share them); `MixImageSummary`
@@ -7,6 +7,7 @@ the methods that write summaries, so this module imports under every backend.
 """
 
 import numbers
+import time
 
 import keras
 import numpy as np
@@ -309,3 +310,27 @@ class MixImageSummary(keras.callbacks.Callback):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Records the wall time of every training epoch in `self.seconds`.
+
+    Example:
+
+    ```python
+    timer = EpochTimer()
+    model.fit(train, epochs=10, callbacks=[timer])
+    timer.seconds  # [s_epoch_1, ..., s_epoch_10]
+    ```
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+        self._start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)

@@ -231,3 +231,14 @@ def test_fit_writes_mask_images_every_n_epochs(tmp_path):
     np.testing.assert_array_equal(
         image, cb.mix_grid(model, x[:4], (0.3, 0.5, 0.7), callback.perm, (0.5,) * 3, (0.25,) * 3))
     assert callback._writer is None  # closed at the end of training
+
+
+@pytest.mark.training
+def test_epoch_timer_records_one_positive_duration_per_epoch():
+    from keras_amix.training.callbacks import EpochTimer
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    timer = EpochTimer()
+    model.fit(np.ones((4, 2)), np.ones((4, 1)), epochs=3, verbose=0, callbacks=[timer])
+    assert len(timer.seconds) == 3 and all(s > 0 for s in timer.seconds)
