@@ -83,6 +83,7 @@ class AMixClassifier(StepModel):
     """
 
     eval_tracker_names = ("loss", "top1", "top1_momentum")
+    nested_config_keys = ("backbone", "mix_block", "momentum_schedule")
 
     def __init__(self, backbone, num_classes, mix_block="amix", mix_block_kwargs=None,
                  alpha=2.0, feature_stage="stage3", mix_loss="ce",
@@ -339,13 +340,6 @@ class AMixClassifier(StepModel):
             seed=self.seed,
         )
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for key in ("backbone", "mix_block", "momentum_schedule"):
-            config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)
 
 
 def _next_stage(stage):

@@ -56,6 +56,8 @@ class MixupClassifier(StepModel):
     AMix paper, Tables 2-3.
     """
 
+    nested_config_keys = ("backbone", "mixer")
+
     def __init__(self, backbone, num_classes, mixer=None, mixer_kwargs=None,
                  label_smoothing=0.0, **kwargs):
         super().__init__(**kwargs)
@@ -176,11 +178,3 @@ class MixupClassifier(StepModel):
             label_smoothing=self.label_smoothing,
         )
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        if config.get("mixer") is not None:
-            config["mixer"] = keras.saving.deserialize_keras_object(config["mixer"])
-        return cls(**config)

@@ -116,6 +116,7 @@ class MoCoV2(StepModel):
     """
 
     eval_tracker_names = ("loss",)
+    nested_config_keys = ("backbone", "mixer")
 
     def __init__(self, backbone, projection_dim=128, hidden_dim=2048, queue_size=65536,
                  temperature=0.2, momentum=0.999, mixer=None, mixer_kwargs=None,
@@ -464,11 +465,3 @@ class MoCoV2(StepModel):
             seed=self.seed,
         )
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        if isinstance(config.get("mixer"), dict):
-            config["mixer"] = keras.saving.deserialize_keras_object(config["mixer"])
-        return cls(**config)

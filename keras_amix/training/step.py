@@ -69,6 +69,19 @@ class StepModel(keras.Model):
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
+    # Constructor arguments that `get_config` stores as serialised Keras
+    # objects (backbones, mixers, Mix Blocks, schedules); `from_config`
+    # deserialises each of them that holds a config dict.
+    nested_config_keys = ()
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in cls.nested_config_keys:
+            if isinstance(config.get(key), dict):
+                config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)
+
     # ------------------------------------------------------------- metrics
     def add_tracker(self, metric):
         self._trackers[metric.name] = metric
