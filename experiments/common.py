@@ -1,6 +1,7 @@
 """Shared plumbing of the experiment binaries: config resolution, run folders,
 datasets, optimisers, distribution strategies and result files."""
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -84,31 +85,57 @@ def make_strategy(name):
     return None
 
 
+def load_split(cfg, info, split, per_class=None, max_examples=None, count=True):
+    """(raw dataset, number of examples or None) of one split of `cfg.dataset`.
+
+    `per_class` keeps the first N images of each class (class-balanced);
+    TFDS sources, which cannot filter by class, take N x classes instead.
+    """
+    kwargs = {}
+    if per_class is not None:
+        if info.source == "tfds":
+            max_examples = max_examples or per_class * info.num_classes
+        else:
+            kwargs["per_class_limit"] = per_class
+    ds = data_lib.load(cfg.dataset, split, data_dir=cfg.data_dir, download=cfg.download,
+                       **kwargs)
+    if max_examples:
+        ds = ds.take(max_examples)
+    if not count:
+        return ds, None
+    n = int(ds.cardinality())
+    if n < 0:  # unknown cardinality: count once (small data only)
+        n = sum(1 for _ in ds)
+    return ds, n
+
+
+def strategy_scope(strategy):
+    """`strategy.scope()`, or a no-op context when there is no strategy."""
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+def save_keras_atomic(model, path):
+    """`model.save(path)` through a temporary file: a failure keeps the old file."""
+    tmp = path + ".tmp.keras"
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def datasets(cfg, num_classes=None):
     """(train, test, info, steps_per_epoch) pipelines for a run config.
 
     `cfg.per_class_limit` / `cfg.test_per_class_limit` keep the first N images
-    of each class (class-balanced, e.g. the DESIGN §12 budget and `--smoke`);
-    TFDS sources, which cannot filter by class, take N x classes instead.
+    of each class (class-balanced, e.g. the DESIGN §12 budget and `--smoke`).
     """
     info = data_lib.info(cfg.dataset, data_dir=cfg.data_dir)
-
-    def load(split, per_class, max_examples):
-        kwargs = {}
-        if per_class is not None:
-            if info.source == "tfds":
-                max_examples = max_examples or per_class * info.num_classes
-            else:
-                kwargs["per_class_limit"] = per_class
-        ds = data_lib.load(cfg.dataset, split, data_dir=cfg.data_dir, download=cfg.download,
-                           **kwargs)
-        return ds.take(max_examples) if max_examples else ds
-
-    train_raw = load(cfg.train_split, cfg.per_class_limit, cfg.max_train_examples)
-    test_raw = load(cfg.test_split, cfg.test_per_class_limit, cfg.max_test_examples)
-    n_train = int(train_raw.cardinality())
-    if n_train < 0:  # unknown cardinality: count once (small data only)
-        n_train = sum(1 for _ in train_raw)
+    train_raw, n_train = load_split(cfg, info, cfg.train_split, cfg.per_class_limit,
+                                    cfg.max_train_examples)
+    test_raw, _ = load_split(cfg, info, cfg.test_split, cfg.test_per_class_limit,
+                             cfg.max_test_examples, count=False)
     common = dict(
         batch_size=cfg.batch_size,
         num_classes=num_classes or info.num_classes,

@@ -300,8 +300,7 @@ def train(cfg, workdir, extra_callbacks=()):
         dict(dataclasses.asdict(cfg), backend=keras.backend.backend(),
              num_classes=info.num_classes, steps_per_epoch=steps),
     )
-    scope = strategy.scope() if strategy is not None else _null_scope()
-    with scope:
+    with common.strategy_scope(strategy):
         model = build_model(cfg, info.num_classes, total_steps=cfg.epochs * steps)
         model.compile(optimizer=make_optimizer(cfg, steps))
     from keras_amix.training.callbacks import EpochTimer
@@ -335,10 +334,7 @@ def train(cfg, workdir, extra_callbacks=()):
         dataset=cfg.dataset,
         method=cfg.method,
     )
-    model_path = os.path.join(workdir, "model.keras")
-    tmp_path = model_path + ".tmp.keras"
-    model.save(tmp_path)
-    os.replace(tmp_path, model_path)
+    common.save_keras_atomic(model, os.path.join(workdir, "model.keras"))
     if cfg.export:
         served = model
         if cfg.method in LEARNED_METHODS:
@@ -351,14 +347,6 @@ def train(cfg, workdir, extra_callbacks=()):
     print(f"test top-1 {metrics['final_top1']:.4f} (median of the last 10 epochs "
           f"{metrics['median_last10_top1']:.4f}); outputs in {workdir}")
     return metrics
-
-
-class _null_scope:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def main(argv):

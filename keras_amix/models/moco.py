@@ -253,6 +253,17 @@ class MoCoV2(StepModel):
         """Pooled backbone features of the query encoder, (B, feature_dim)."""
         return self.pool(self.backbone(images, training=training))
 
+    def encoder(self):
+        """The query encoder as a standalone Functional model (shared weights).
+
+        Maps `(B, H, W, C)` normalised images to global-pooled backbone
+        features `(B, feature_dim)`: what linear evaluation and downstream
+        users take. Save it with `.save("encoder.keras")`.
+        """
+        inputs = keras.Input(tuple(self.backbone.input_shape[1:]), name="images")
+        features = keras.layers.GlobalAveragePooling2D(name="pool")(self.backbone(inputs))
+        return keras.Model(inputs, features, name=f"{self.name}_encoder")
+
     def query_embedding(self, images, training=False):
         """Query projection, L2-normalised, (B, projection_dim) float32."""
         features = self.encoder_features(images, training=training)

@@ -1,0 +1,281 @@
+r"""Self-supervised MoCo v2 training with an instance-level mixup method.
+
+`--method` picks the variant (paper Table 4 / 5 baselines):
+
+    mocov2                      plain MoCo v2 (eq. 2)
+    mixup | cutmix | saliencymix | fmix | resizemix
+                                the cross-view pipeline: eq. 2 + the mixup infoNCE of eq. 4
+    imix | unmix | mochi        i-Mix, Un-Mix, MoCHi
+
+Labels are never read. Run with no flags, it trains on the embedded `digits`
+data set; everything goes into `--workdir` (default `runs/selfsup`):
+
+    config.json       the resolved configuration
+    metrics.json      per-epoch losses and seconds per epoch
+    tensorboard/      TensorBoard logs;  history.csv  the same as CSV
+    backup/           BackupAndRestore state: a killed run resumes here
+    model.keras       the whole MoCo v2 model (reloads and resumes with keras.saving.load_model)
+    encoder.keras     the trained query encoder: images -> global-pooled backbone features,
+                      what `experiments/linear_eval.py --encoder=...` reads
+    export/           SavedModel: uint8/float images -> L2-normalised embeddings
+                      (`--export_embedding=features` or `projection`)
+
+Examples:
+
+    python -m experiments.train_selfsup --method=mixup
+    python -m experiments.train_selfsup --preset=cpu_cifar10 \
+        --dataset=/data/cifar10-jpg --method=imix --epochs=60
+    python -m experiments.train_selfsup --preset=stl10 --method=mocov2
+    python -m experiments.linear_eval --encoder=runs/selfsup/encoder.keras
+"""
+
+import dataclasses
+import os
+
+from absl import app
+from absl import flags
+
+from experiments import common
+
+CROSS_VIEW_METHODS = ("mixup", "cutmix", "saliencymix", "fmix", "resizemix")
+SSL_METHODS = ("imix", "unmix", "mochi")
+METHODS = ("mocov2",) + CROSS_VIEW_METHODS + SSL_METHODS
+DEFAULT_ALPHA = {"mixup": 1.0, "cutmix": 0.2, "saliencymix": 0.2, "fmix": 0.2,
+                 "resizemix": 1.0, "imix": 1.0, "unmix": 1.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    dataset: str = "digits"
+    data_dir: str = None
+    download: bool = False
+    train_split: str = "train"
+    image_size: int = 32
+    backbone: str = "resnet18"
+    width: int = 16
+    stem: str = "cifar"
+    method: str = "mocov2"
+    alpha: float = None  # None: the method's default
+    mix_weight: float = 1.0
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 0.06
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    warmup_epochs: int = 0
+    projection_dim: int = 128
+    hidden_dim: int = 2048
+    queue_size: int = 1024
+    temperature: float = 0.2
+    key_momentum: float = 0.99
+    per_class_limit: int = None
+    max_train_examples: int = None
+    seed: int = 0
+    strategy: str = "default"
+    export: bool = True
+    export_embedding: str = "features"  # "features" (pooled backbone) or "projection"
+
+
+# MoCo v2 settings (DESIGN §6, §10): SGD 0.03 per 256 images, momentum 0.9,
+# wd 1e-4, cosine, tau 0.2, m 0.999, queue 65536. The default is the CPU demo.
+PRESETS = {
+    "demo": Config(),
+    "stl10": Config(dataset="stl10", train_split="unlabelled", image_size=96, stem="imagenet",
+                    width=64, epochs=400, batch_size=256, lr=0.03, weight_decay=1e-4,
+                    queue_size=65536, key_momentum=0.999),
+    "tiny_imagenet": Config(dataset="tiny_imagenet", image_size=64, width=64, epochs=400,
+                            batch_size=256, lr=0.03, weight_decay=1e-4, queue_size=65536,
+                            key_momentum=0.999),
+    # A CPU budget on the CIFAR-10 JPEG copy (pass --dataset=PATH): a short
+    # run needs a faster key encoder (m 0.99) and a queue that refreshes.
+    "cpu_cifar10": Config(image_size=32, width=16, epochs=30, batch_size=128, lr=0.06,
+                          weight_decay=5e-4, queue_size=4096, key_momentum=0.99,
+                          per_class_limit=1000),
+}
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("preset", "demo", sorted(PRESETS), "Starting configuration; flags override it.", allow_override=True)
+flags.DEFINE_string("dataset", Config.dataset, "TFDS name, 'digits', 'tiny_imagenet', an image folder or an .npz.", allow_override=True)
+flags.DEFINE_string("data_dir", None, "Folder holding the data set.", allow_override=True)
+flags.DEFINE_bool("download", False, "Allow TFDS to download a missing data set.", allow_override=True)
+flags.DEFINE_string("train_split", Config.train_split, "Split to train on (labels unused).", allow_override=True)
+flags.DEFINE_integer("image_size", Config.image_size, "View size (square).", allow_override=True)
+flags.DEFINE_string("backbone", Config.backbone, "|".join(common.BACKBONES), allow_override=True)
+flags.DEFINE_integer("width", Config.width, "Backbone base width (64 = standard).", allow_override=True)
+flags.DEFINE_string("stem", Config.stem, "cifar | imagenet", allow_override=True)
+flags.DEFINE_string("method", Config.method, "|".join(METHODS), allow_override=True)
+flags.DEFINE_float("alpha", None, "Beta(alpha, alpha) of lambda; default per method.", allow_override=True)
+flags.DEFINE_float("mix_weight", Config.mix_weight, "Weight of the mixup loss term.", allow_override=True)
+flags.DEFINE_integer("epochs", Config.epochs, "Training epochs.", allow_override=True)
+flags.DEFINE_integer("batch_size", Config.batch_size, "Global batch size.", allow_override=True)
+flags.DEFINE_float("lr", Config.lr, "Peak learning rate (cosine decay to 0).", allow_override=True)
+flags.DEFINE_float("weight_decay", Config.weight_decay, "SGD weight decay.", allow_override=True)
+flags.DEFINE_float("momentum", Config.momentum, "SGD momentum.", allow_override=True)
+flags.DEFINE_integer("warmup_epochs", Config.warmup_epochs, "Linear learning-rate warm-up.", allow_override=True)
+flags.DEFINE_integer("projection_dim", Config.projection_dim, "Output size of the projection MLP.", allow_override=True)
+flags.DEFINE_integer("hidden_dim", Config.hidden_dim, "Hidden size of the projection MLP.", allow_override=True)
+flags.DEFINE_integer("queue_size", Config.queue_size, "Number of queued keys (negatives).", allow_override=True)
+flags.DEFINE_float("temperature", Config.temperature, "infoNCE temperature tau.", allow_override=True)
+flags.DEFINE_float("key_momentum", Config.key_momentum, "EMA momentum of the key encoder.", allow_override=True)
+flags.DEFINE_integer("per_class_limit", None, "Keep the first N training images per class.", allow_override=True)
+flags.DEFINE_integer("max_train_examples", None, "Truncate the training split.", allow_override=True)
+flags.DEFINE_integer("seed", Config.seed, "Random seed.", allow_override=True)
+flags.DEFINE_string("strategy", Config.strategy, "default | mirrored (TF) | data_parallel (JAX)", allow_override=True)
+flags.DEFINE_bool("export", Config.export, "Write a SavedModel into workdir/export.", allow_override=True)
+flags.DEFINE_enum("export_embedding", Config.export_embedding, ["features", "projection"],
+                  "What the SavedModel serves, L2-normalised: pooled backbone features or the "
+                  "MoCo projection.", allow_override=True)
+flags.DEFINE_bool("smoke", False, "Tiny and fast: a few batches of small images, width 8.", allow_override=True)
+flags.DEFINE_string("workdir", "runs/selfsup", "Output folder (resumes if it holds a backup).", allow_override=True)
+
+CONFIG_FLAGS = [f.name for f in dataclasses.fields(Config)]
+
+
+def resolve_config():
+    cfg = common.resolve(PRESETS[FLAGS.preset], FLAGS, CONFIG_FLAGS)
+    if FLAGS.smoke:
+        smoke = dict(epochs=min(cfg.epochs, 2), batch_size=8, per_class_limit=4,
+                     max_train_examples=None, image_size=min(cfg.image_size, 16),
+                     queue_size=32, hidden_dim=32, projection_dim=16)
+        if not FLAGS["width"].present:
+            smoke["width"] = 8
+        for name in ("epochs", "image_size", "batch_size", "queue_size", "hidden_dim",
+                     "projection_dim"):
+            if FLAGS[name].present:
+                smoke.pop(name)
+        cfg = dataclasses.replace(cfg, **smoke)
+    if cfg.alpha is None and cfg.method in DEFAULT_ALPHA:
+        cfg = dataclasses.replace(cfg, alpha=DEFAULT_ALPHA[cfg.method])
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg):
+    common.check_choice("method", cfg.method, METHODS)
+    common.check_choice("backbone", cfg.backbone, common.BACKBONES)
+    common.check_choice("stem", cfg.stem, ("cifar", "imagenet"))
+    common.check_choice("export_embedding", cfg.export_embedding, ("features", "projection"))
+    for name in ("width", "epochs", "batch_size", "image_size", "lr", "projection_dim",
+                 "hidden_dim", "queue_size", "temperature"):
+        common.check_positive(name, getattr(cfg, name))
+    if cfg.alpha is not None and cfg.alpha <= 0:
+        raise ValueError(f"`--alpha` must be > 0; received {cfg.alpha!r}.")
+    if not 0.0 <= cfg.key_momentum <= 1.0:
+        raise ValueError(f"`--key_momentum` must be in [0, 1]; received {cfg.key_momentum!r}.")
+    if cfg.queue_size < cfg.batch_size:
+        raise ValueError(
+            f"`--queue_size` must be >= `--batch_size` ({cfg.batch_size}); "
+            f"received {cfg.queue_size}."
+        )
+    if cfg.method != "mocov2" and cfg.batch_size < 2:
+        raise ValueError(
+            f"`--batch_size` must be >= 2 with a mixup method ({cfg.method!r}); "
+            f"received {cfg.batch_size}."
+        )
+
+
+def build_model(cfg):
+    from keras_amix import models
+
+    backbone = common.build_backbone(cfg.backbone, cfg.width, cfg.stem, cfg.image_size)
+    mixer = None if cfg.method == "mocov2" else cfg.method
+    mixer_kwargs = {}
+    if cfg.method in DEFAULT_ALPHA:
+        mixer_kwargs["alpha"] = cfg.alpha
+    return models.MoCoV2(
+        backbone, projection_dim=cfg.projection_dim, hidden_dim=cfg.hidden_dim,
+        queue_size=cfg.queue_size, temperature=cfg.temperature, momentum=cfg.key_momentum,
+        mixer=mixer, mixer_kwargs=mixer_kwargs, mix_weight=cfg.mix_weight, seed=cfg.seed,
+    )
+
+
+def make_optimizer(cfg, steps_per_epoch):
+    import keras
+
+    total = cfg.epochs * steps_per_epoch
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup else cfg.lr, decay_steps=max(total - warmup, 1),
+        warmup_target=cfg.lr if warmup else None, warmup_steps=warmup,
+    )
+    return keras.optimizers.SGD(learning_rate=schedule, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay or None)
+
+
+def train_dataset(cfg):
+    """(two-view training pipeline, data set info, steps per epoch)."""
+    from keras_amix import data as data_lib
+
+    info = data_lib.info(cfg.dataset, data_dir=cfg.data_dir)
+    raw, n_train = common.load_split(cfg, info, cfg.train_split, cfg.per_class_limit,
+                                     cfg.max_train_examples)
+    steps = n_train // cfg.batch_size
+    if steps < 1:
+        raise ValueError(
+            f"`--batch_size`={cfg.batch_size} is larger than the {n_train} training "
+            f"examples of {cfg.dataset!r}; use a smaller batch."
+        )
+    ds = data_lib.two_view_pipeline(raw, batch_size=cfg.batch_size, image_size=cfg.image_size,
+                                    mean=info.mean, std=info.std, seed=cfg.seed, cache=True)
+    return ds, info, steps
+
+
+def train(cfg, workdir, extra_callbacks=()):
+    """Trains `cfg` into `workdir`; returns the metrics dict written to metrics.json."""
+    import keras
+
+    from keras_amix import export as export_lib
+    from keras_amix.training.callbacks import EpochTimer
+
+    keras.utils.set_random_seed(cfg.seed)
+    os.makedirs(workdir, exist_ok=True)
+    strategy = common.make_strategy(cfg.strategy)
+    train_ds, info, steps = train_dataset(cfg)
+    common.write_json(
+        os.path.join(workdir, "config.json"),
+        dict(dataclasses.asdict(cfg), backend=keras.backend.backend(), steps_per_epoch=steps,
+             mean=info.mean, std=info.std),
+    )
+    with common.strategy_scope(strategy):
+        model = build_model(cfg)
+        model.compile(optimizer=make_optimizer(cfg, steps))
+    timer = EpochTimer()
+    callbacks = [
+        keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup")),
+        keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")),
+        keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True),
+        timer,
+        *extra_callbacks,
+    ]
+    history = model.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps,
+                        callbacks=callbacks, verbose=2)
+    metrics = dict(
+        history={k: [float(v) for v in vals] for k, vals in history.history.items()},
+        seconds_per_epoch=timer.seconds,
+        dataset=cfg.dataset,
+        method=cfg.method,
+        steps_per_epoch=steps,
+    )
+    common.save_keras_atomic(model, os.path.join(workdir, "model.keras"))
+    encoder = model.encoder()
+    common.save_keras_atomic(encoder, os.path.join(workdir, "encoder.keras"))
+    if cfg.export:
+        served = encoder if cfg.export_embedding == "features" else model
+        export_lib.export_saved_model(
+            served, os.path.join(workdir, "export"), image_size=(cfg.image_size, cfg.image_size),
+            mean=info.mean, std=info.std, output="embeddings", overwrite=True,
+        )
+    common.write_json(os.path.join(workdir, "metrics.json"), metrics)
+    last = metrics["history"].get("loss", [float("nan")])[-1]
+    print(f"final loss {last:.4f}; encoder in {os.path.join(workdir, 'encoder.keras')}")
+    return metrics
+
+
+def main(argv):
+    del argv
+    cfg = resolve_config()
+    train(cfg, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+    app.run(main)
