@@ -8,9 +8,6 @@ and its ratio to the vanilla step. Run under each backend:
     KERAS_BACKEND=jax python -m benchmarks.bench_amix_step --out=runs/bench/amix_step_jax.json
 """
 
-import statistics
-import time
-
 from absl import app
 from absl import flags
 
@@ -53,22 +50,10 @@ def main(argv):
     x = rng.normal(size=(FLAGS.batch_size, FLAGS.image_size, FLAGS.image_size, 3)).astype("float32")
     y = keras.utils.to_categorical(rng.integers(0, classes, FLAGS.batch_size), classes)
     models_ = {m: build(m, classes) for m in FLAGS.methods}
-    for model in models_.values():  # compile and warm up
-        for _ in range(2):
-            model.train_on_batch(x, y)
-    times = {m: [] for m in models_}
-    for _ in range(FLAGS.rounds):
-        for name, model in models_.items():
-            start = time.perf_counter()
-            for _ in range(FLAGS.steps):
-                model.train_on_batch(x, y)
-            times[name].append((time.perf_counter() - start) / FLAGS.steps)
-    base = statistics.median(times[FLAGS.methods[0]])
-    rows = []
-    for name, ts in times.items():
-        median = statistics.median(ts)
-        rows.append(dict(method=name, step_ms=1000 * median, img_per_s=FLAGS.batch_size / median,
-                         ratio_to_first=median / base))
+    times = common.time_interleaved(
+        {name: (lambda m=model: m.train_on_batch(x, y)) for name, model in models_.items()},
+        rounds=FLAGS.rounds, repeats=FLAGS.steps)
+    rows = common.ratio_rows(times, FLAGS.batch_size, reference=FLAGS.methods[0])
     common.print_table(rows, ["method", "step_ms", "img_per_s", "ratio_to_first"])
     common.write_json(FLAGS.out, dict(
         machine=common.machine(), batch_size=FLAGS.batch_size, image_size=FLAGS.image_size,

@@ -44,6 +44,38 @@ def time_calls(fn, repeats, warmup=2):
     return statistics.median(times), times
 
 
+def time_interleaved(steps, rounds, repeats, warmup=2):
+    """Times several step functions side by side in interleaved rounds.
+
+    `steps` maps a name to a zero-argument function running one blocking
+    step. Each is warmed up, then each round times `repeats` calls of every
+    function in turn, so that machine load drifts hit all of them alike.
+    Returns {name: [seconds per call, one value per round]}.
+    """
+    for fn in steps.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, fn in steps.items():
+            start = time.perf_counter()
+            for _ in range(repeats):
+                fn()
+            times[name].append((time.perf_counter() - start) / repeats)
+    return times
+
+
+def ratio_rows(times, batch_size, reference):
+    """Table rows: median step time, images/s and ratio to `reference`."""
+    base = statistics.median(times[reference])
+    rows = []
+    for name, ts in times.items():
+        median = statistics.median(ts)
+        rows.append(dict(method=name, step_ms=1000 * median, img_per_s=batch_size / median,
+                         ratio_to_first=median / base))
+    return rows
+
+
 def print_table(rows, columns):
     widths = [max(len(str(c)), *(len(_fmt(r.get(c))) for r in rows)) for c in columns]
     print("  ".join(str(c).ljust(w) for c, w in zip(columns, widths)))

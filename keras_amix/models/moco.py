@@ -406,23 +406,24 @@ class MoCoV2(StepModel):
         q = ops.stop_gradient(ops.cast(q, "float32"))
         batch = ops.shape(q)[0]
         n = min(sizes["num_hard"], self.queue_size)
-        _, hard_idx = ops.top_k(ops.matmul(q, ops.transpose(queue)), k=n)
-        hard = ops.take(queue, hard_idx, axis=0)  # (B, N, d)
+        _, hard_idx = ops.top_k(ops.matmul(q, ops.transpose(queue)), k=n)  # (B, N)
         seed = self.seed_generator
         s1, s2 = sizes["num_mix"], sizes["num_query_mix"]
+
+        def hard_keys(count):
+            # Pick among each query's N hardest by index, then gather those
+            # queue rows: never materialises the (B, N, d) hard set.
+            pick = keras.random.randint((batch, count), 0, n, seed=seed)
+            return ops.take(queue, ops.take_along_axis(hard_idx, pick, axis=1), axis=0)
+
         parts = []
         if s1:
-            i = keras.random.randint((batch, s1), 0, n, seed=seed)
-            j = keras.random.randint((batch, s1), 0, n, seed=seed)
+            h_i, h_j = hard_keys(s1), hard_keys(s1)
             alpha = keras.random.uniform((batch, s1, 1), seed=seed)
-            h_i = ops.take_along_axis(hard, i[:, :, None], axis=1)
-            h_j = ops.take_along_axis(hard, j[:, :, None], axis=1)
             parts.append(alpha * h_i + (1.0 - alpha) * h_j)
         if s2:
-            j = keras.random.randint((batch, s2), 0, n, seed=seed)
             beta = 0.5 * keras.random.uniform((batch, s2, 1), seed=seed)
-            h_j = ops.take_along_axis(hard, j[:, :, None], axis=1)
-            parts.append(beta * q[:, None, :] + (1.0 - beta) * h_j)
+            parts.append(beta * q[:, None, :] + (1.0 - beta) * hard_keys(s2))
         if not parts:
             return ops.zeros((batch, 0, self.projection_dim), "float32")
         return ops.stop_gradient(_l2_normalize(ops.concatenate(parts, axis=1)))
@@ -431,7 +432,7 @@ class MoCoV2(StepModel):
         """Per-query (B,) infoNCE with `synthetic[b]` appended to query b's negatives."""
         pos = ops.sum(q * k_pos, axis=-1, keepdims=True)
         neg = ops.matmul(q, ops.transpose(queue))
-        own = ops.sum(q[:, None, :] * synthetic, axis=-1)  # (B, S)
+        own = ops.einsum("bd,bsd->bs", q, synthetic)  # (B, S)
         logits = ops.concatenate([pos, neg, own], axis=-1) / self.temperature
         return ops.logsumexp(logits, axis=-1) - logits[:, 0]
 

@@ -301,13 +301,62 @@ print("MIRRORED_OK")
 '''
 
 
-@pytest.mark.backend_independent
-def test_mirrored_strategy_enqueues_all_gathered_keys():
+def _run_script(script, backend):
+    """Runs `script` in a fresh Python process (its own devices and backend)."""
     import subprocess
     import sys
 
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = dict(os.environ, PYTHONPATH=root, KERAS_BACKEND="tensorflow")
-    result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT], capture_output=True,
-                            text=True, env=env, timeout=600)
+    env = dict(os.environ, PYTHONPATH=root, KERAS_BACKEND=backend)
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=600)
+
+
+@pytest.mark.backend_independent
+def test_mirrored_strategy_enqueues_all_gathered_keys():
+    result = _run_script(MIRRORED_SCRIPT, "tensorflow")
     assert "MIRRORED_OK" in result.stdout, result.stderr[-3000:]
+
+
+DATA_PARALLEL_SCRIPT = r'''
+import os
+os.environ["KERAS_BACKEND"] = "jax"
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+import jax, keras, numpy as np
+from keras_amix import backbones
+from keras_amix.models.moco import MoCoV2
+
+assert len(jax.devices()) == 2, jax.devices()
+rng = np.random.default_rng(0)
+v1, v2 = (rng.normal(size=(24, 8, 8, 3)).astype("float32") for _ in range(2))
+
+
+def run(mixer):
+    keras.utils.clear_session()
+    keras.utils.set_random_seed(0)
+    model = MoCoV2(backbones.resnet(18, width=8), projection_dim=8, hidden_dim=16,
+                   queue_size=20, momentum=0.9, mixer=mixer, seed=0)
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+    model.fit({"view1": v1, "view2": v2}, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    devices = model.queue.value.sharding.mesh.size if keras.distribution.distribution() else 1
+    return np.asarray(model.queue), int(np.asarray(model.queue_ptr)), devices
+
+
+for mixer in (None, "mixup"):
+    keras.distribution.set_distribution(None)
+    single, single_ptr, _ = run(mixer)
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
+    queue, ptr, devices = run(mixer)
+    assert devices == 2, devices  # the queue lives on the 2-device mesh
+    assert ptr == single_ptr == 24 % 20, (ptr, single_ptr)  # 3 batches of 8 wrapped once
+    np.testing.assert_allclose(queue, single, atol=1e-5)
+print("DATA_PARALLEL_OK")
+'''
+
+
+@pytest.mark.backend_independent
+def test_jax_data_parallel_queue_equals_single_device():
+    # DESIGN §11: the multi-host path is JAX + keras.distribution.DataParallel;
+    # two virtual CPU devices stand in for two hosts' devices.
+    result = _run_script(DATA_PARALLEL_SCRIPT, "jax")
+    assert "DATA_PARALLEL_OK" in result.stdout, result.stderr[-3000:]

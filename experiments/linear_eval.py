@@ -1,0 +1,393 @@
+r"""Linear evaluation of a frozen self-supervised encoder (paper §4.2).
+
+The encoder is frozen (BatchNorm in inference mode); a linear classifier is
+trained on its global-pooled features with SGD (momentum 0.9, no weight
+decay), batch 256, 100 epochs, lr 0.1 multiplied by 0.1 at 30 % and 60 % of
+the epochs (epochs 30 and 60 of 100), and the test top-1 is reported.
+
+`--encoder` takes:
+
+* `encoder.keras` as written by `experiments/train_selfsup.py` (images ->
+  pooled features), or any Keras model archive mapping NHWC images to
+  features (rank 2, or rank 4 maps which are pooled);
+* the whole `model.keras` of a keras-amix model (its backbone is used);
+* a SavedModel folder written by `keras_amix.export.export_saved_model`
+  (`serve_float32` endpoint: [0, 1] images -> features; it normalises the
+  images itself). Needs the TensorFlow backend.
+
+A file that is none of these, or an encoder whose BatchNorm statistics were
+never updated (an untrained network), is refused with a ValueError before
+any training.
+
+`--augment=none` (default) computes the features once and trains the linear
+layer on them, which is exact for a frozen encoder without augmentation and
+fast on a CPU; `--augment=cifar|imagenet` runs the frozen encoder on
+augmented images every epoch, as in the paper's protocol.
+
+Outputs in `--workdir` (default runs/linear_eval): config.json, metrics.json
+(final top-1, median of the last 10 epochs, per-epoch history) and, for a
+Keras encoder, classifier.keras (encoder + linear layer).
+
+Examples:
+
+    python -m experiments.linear_eval --encoder=runs/selfsup/encoder.keras
+    python -m experiments.linear_eval --preset=stl10 --encoder=runs/stl10/encoder.keras
+    python -m experiments.linear_eval --preset=cpu_cifar10 --dataset=/data/cifar10-jpg \
+        --encoder=runs/ssl_cifar10/mixup/encoder.keras
+"""
+
+import dataclasses
+import os
+
+from absl import app
+from absl import flags
+
+from experiments import common
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    encoder: str = None
+    dataset: str = "digits"
+    data_dir: str = None
+    download: bool = False
+    train_split: str = "train"
+    test_split: str = "test"
+    image_size: int = None  # None: the encoder's input size
+    augment: str = "none"
+    epochs: int = 100
+    batch_size: int = 256
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    decay_at: tuple = (0.3, 0.6)  # fractions of the epochs where lr is multiplied by 0.1
+    per_class_limit: int = None
+    test_per_class_limit: int = None
+    max_train_examples: int = None
+    max_test_examples: int = None
+    seed: int = 0
+
+
+PRESETS = {
+    "demo": Config(),
+    "stl10": Config(dataset="stl10", augment="imagenet"),
+    "tiny_imagenet": Config(dataset="tiny_imagenet", test_split="val", augment="imagenet"),
+    "imagenet": Config(dataset="imagenet2012", test_split="validation", augment="imagenet",
+                       lr=30.0),
+    # The labelled part of the CPU self-supervised budget, full test set.
+    "cpu_cifar10": Config(per_class_limit=1000),
+}
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("preset", "demo", sorted(PRESETS), "Starting configuration; flags override it.", allow_override=True)
+flags.DEFINE_string("encoder", None, "encoder.keras / model.keras of a keras-amix run, or a SavedModel folder.", allow_override=True)
+flags.DEFINE_string("dataset", Config.dataset, "TFDS name, 'digits', 'tiny_imagenet', an image folder or an .npz.", allow_override=True)
+flags.DEFINE_string("data_dir", None, "Folder holding the data set.", allow_override=True)
+flags.DEFINE_bool("download", False, "Allow TFDS to download a missing data set.", allow_override=True)
+flags.DEFINE_string("train_split", Config.train_split, "Labelled split the linear layer trains on.", allow_override=True)
+flags.DEFINE_string("test_split", Config.test_split, "Evaluation split.", allow_override=True)
+flags.DEFINE_integer("image_size", None, "Image size (default: the encoder's input size).", allow_override=True)
+flags.DEFINE_string("augment", Config.augment, "none (features computed once) | cifar | imagenet", allow_override=True)
+flags.DEFINE_integer("epochs", Config.epochs, "Epochs of linear training.", allow_override=True)
+flags.DEFINE_integer("batch_size", Config.batch_size, "Batch size.", allow_override=True)
+flags.DEFINE_float("lr", Config.lr, "Initial learning rate.", allow_override=True)
+flags.DEFINE_float("momentum", Config.momentum, "SGD momentum.", allow_override=True)
+flags.DEFINE_float("weight_decay", Config.weight_decay, "SGD weight decay.", allow_override=True)
+flags.DEFINE_list("decay_at", ["0.3", "0.6"], "Fractions of the epochs where lr is multiplied by 0.1.", allow_override=True)
+flags.DEFINE_integer("per_class_limit", None, "Keep the first N training images per class.", allow_override=True)
+flags.DEFINE_integer("test_per_class_limit", None, "Keep the first N test images per class.", allow_override=True)
+flags.DEFINE_integer("max_train_examples", None, "Truncate the training split.", allow_override=True)
+flags.DEFINE_integer("max_test_examples", None, "Truncate the evaluation split.", allow_override=True)
+flags.DEFINE_integer("seed", Config.seed, "Random seed.", allow_override=True)
+flags.DEFINE_bool("smoke", False, "Tiny and fast: a few images per class, 2 epochs.", allow_override=True)
+flags.DEFINE_string("workdir", "runs/linear_eval", "Output folder.", allow_override=True)
+
+CONFIG_FLAGS = [f.name for f in dataclasses.fields(Config)]
+
+
+def resolve_config():
+    cfg = common.resolve(PRESETS[FLAGS.preset], FLAGS, CONFIG_FLAGS)
+    try:
+        decay_at = tuple(float(v) for v in cfg.decay_at)
+    except ValueError:
+        raise ValueError(f"`--decay_at` must be fractions; received {cfg.decay_at!r}.") from None
+    cfg = dataclasses.replace(cfg, decay_at=decay_at)
+    if FLAGS.smoke:
+        smoke = dict(epochs=2, batch_size=16, per_class_limit=8, test_per_class_limit=4,
+                     max_train_examples=None, max_test_examples=None)
+        for name in ("epochs", "batch_size"):
+            if FLAGS[name].present:
+                smoke.pop(name)
+        cfg = dataclasses.replace(cfg, **smoke)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg):
+    if not cfg.encoder:
+        raise ValueError("`--encoder` is required: an encoder .keras file or a SavedModel folder.")
+    common.check_choice("augment", cfg.augment, ("none", "cifar", "imagenet"))
+    for name in ("epochs", "batch_size", "lr"):
+        common.check_positive(name, getattr(cfg, name))
+    if cfg.image_size is not None:
+        common.check_positive("image_size", cfg.image_size)
+    if any(not 0.0 < f < 1.0 for f in cfg.decay_at) or list(cfg.decay_at) != sorted(cfg.decay_at):
+        raise ValueError(
+            f"`--decay_at` must be increasing fractions in (0, 1); received {cfg.decay_at!r}."
+        )
+    if cfg.weight_decay < 0:
+        raise ValueError(f"`--weight_decay` must be >= 0; received {cfg.weight_decay!r}.")
+
+
+# ------------------------------------------------------------------ encoders
+@dataclasses.dataclass
+class Encoder:
+    """A frozen feature extractor: a Keras model from images to (B, d) features."""
+
+    model: object  # keras.Model
+    normalizes_inputs: bool  # True for a SavedModel: it takes [0, 1] images
+    image_size: int = None
+    source: str = ""
+
+
+def _never_trained(model):
+    import keras
+    import numpy as np
+
+    norms = [layer for layer in _all_layers(model)
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    if not norms:
+        return False
+    for layer in norms:
+        mean = np.asarray(layer.moving_mean)
+        var = np.asarray(layer.moving_variance)
+        if np.any(mean != 0.0) or np.any(var != 1.0):
+            return False
+    return True
+
+
+def _all_layers(model):
+    for layer in getattr(model, "layers", []):
+        yield layer
+        yield from _all_layers(layer)
+
+
+def load_encoder(path):
+    """Loads `--encoder` as a frozen `Encoder`; ValueError if it is not a trained encoder."""
+    import keras
+
+    if not path or not os.path.exists(path):
+        raise ValueError(f"`--encoder` does not exist: {path!r}.")
+    if os.path.isdir(path):
+        return _load_saved_model(path)
+    if not path.endswith(".keras"):
+        raise ValueError(
+            f"`--encoder` must be a .keras file or a SavedModel folder; received {path!r}."
+        )
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as err:  # a corrupt or foreign file: name it, keep the cause
+        raise ValueError(f"`--encoder` {path!r} is not a loadable Keras model: {err}") from err
+    if hasattr(model, "encoder") and callable(model.encoder):
+        model = model.encoder()  # a whole MoCo v2 model
+    elif hasattr(model, "backbone") and isinstance(model.backbone, keras.Model):
+        model = _pooled(model.backbone)  # a keras-amix classifier: its backbone
+    if not isinstance(model, keras.Model) or len(model.inputs or ()) != 1 \
+            or len(model.outputs or ()) != 1:
+        raise ValueError(
+            f"`--encoder` {path!r} must map one image batch to one feature tensor; "
+            f"received a {type(model).__name__}."
+        )
+    in_shape = tuple(model.inputs[0].shape)
+    out_shape = tuple(model.outputs[0].shape)
+    if len(in_shape) != 4:
+        raise ValueError(
+            f"`--encoder` {path!r} must take NHWC images; its input has shape {in_shape}."
+        )
+    if len(out_shape) == 4:
+        model = _pooled(model)
+    elif len(out_shape) != 2:
+        raise ValueError(
+            f"`--encoder` {path!r} must output (B, d) features or (B, H, W, d) maps; "
+            f"its output has shape {out_shape}."
+        )
+    last = model.layers[-1]
+    if isinstance(last, keras.layers.Dense) or getattr(last, "activation", None) is \
+            keras.activations.softmax:
+        raise ValueError(
+            f"`--encoder` {path!r} ends in a {type(last).__name__} layer {last.name!r}: a "
+            "classifier head, not an encoder. Pass the encoder.keras a training run wrote."
+        )
+    if _never_trained(model):
+        raise ValueError(
+            f"`--encoder` {path!r} was never trained: every BatchNorm layer still holds its "
+            "initial statistics (mean 0, variance 1)."
+        )
+    model.trainable = False
+    size = in_shape[1] if in_shape[1] == in_shape[2] else None
+    return Encoder(model=model, normalizes_inputs=False, image_size=size, source=path)
+
+
+def _pooled(model):
+    import keras
+
+    inputs = keras.Input(tuple(model.input_shape[1:]), name="images")
+    outputs = keras.layers.GlobalAveragePooling2D(name="pool")(model(inputs))
+    return keras.Model(inputs, outputs, name=f"{model.name}_pooled")
+
+
+def _load_saved_model(path):
+    import keras
+
+    if not os.path.exists(os.path.join(path, "saved_model.pb")):
+        raise ValueError(f"`--encoder` folder {path!r} holds no saved_model.pb.")
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            "A SavedModel `--encoder` needs KERAS_BACKEND=tensorflow; the backend is "
+            f"{keras.backend.backend()!r}. Pass the encoder.keras file instead."
+        )
+    try:
+        layer = keras.layers.TFSMLayer(path, call_endpoint="serve_float32")
+    except Exception as err:
+        raise ValueError(
+            f"`--encoder` {path!r} has no `serve_float32` endpoint (write it with "
+            f"keras_amix.export.export_saved_model): {err}"
+        ) from err
+    inputs = keras.Input((None, None, 3), name="images")
+    outputs = layer(inputs)
+    if isinstance(outputs, dict):
+        outputs = outputs["output"]
+    model = keras.Model(inputs, outputs, name="saved_model_encoder")
+    model.trainable = False
+    return Encoder(model=model, normalizes_inputs=True, source=path)
+
+
+# ------------------------------------------------------------------- training
+def _learning_rate(cfg, steps_per_epoch):
+    import keras
+
+    # PiecewiseConstantDecay keeps the old value *at* a boundary; the
+    # optimizer's first step of epoch e has iterations == e * steps.
+    boundaries = [max(1, int(round(f * cfg.epochs))) * steps_per_epoch - 1
+                  for f in cfg.decay_at]
+    values = [cfg.lr * 0.1 ** i for i in range(len(boundaries) + 1)]
+    return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+
+
+def _head(feature_dim, num_classes):
+    import keras
+
+    return keras.Sequential([keras.Input((feature_dim,)),
+                             keras.layers.Dense(num_classes, name="linear")], name="linear_head")
+
+
+def _compile(model, cfg, steps_per_epoch):
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.SGD(_learning_rate(cfg, steps_per_epoch),
+                                       momentum=cfg.momentum,
+                                       weight_decay=cfg.weight_decay or None),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="top1")],
+    )
+
+
+def evaluate(cfg, workdir):
+    """Runs the protocol for `cfg`; returns the metrics dict written to metrics.json."""
+    import keras
+    import numpy as np
+
+    from keras_amix import data as data_lib
+    from keras_amix.training.callbacks import EpochTimer
+
+    encoder = load_encoder(cfg.encoder)  # refuses a bad file before any work
+    keras.utils.set_random_seed(cfg.seed)
+    info = data_lib.info(cfg.dataset, data_dir=cfg.data_dir)
+    image_size = cfg.image_size or encoder.image_size
+    if image_size is None:
+        raise ValueError("`--image_size` is required for an encoder without a fixed input size.")
+    if encoder.image_size is not None and image_size != encoder.image_size:
+        raise ValueError(
+            f"`--image_size`={image_size} differs from the encoder's input size "
+            f"{encoder.image_size}."
+        )
+    os.makedirs(workdir, exist_ok=True)
+    train_raw, n_train = common.load_split(cfg, info, cfg.train_split, cfg.per_class_limit,
+                                           cfg.max_train_examples)
+    test_raw, _ = common.load_split(cfg, info, cfg.test_split, cfg.test_per_class_limit,
+                                    cfg.max_test_examples, count=False)
+    stats = (dict(mean=None, std=None) if encoder.normalizes_inputs
+             else dict(mean=info.mean, std=info.std))
+    steps = max(1, -(-n_train // cfg.batch_size))
+    common.write_json(os.path.join(workdir, "config.json"),
+                      dict(dataclasses.asdict(cfg), backend=keras.backend.backend(),
+                           image_size=image_size, train_examples=n_train))
+
+    def images(raw, training, augment):
+        return data_lib.pipeline(
+            raw, training=training, augment=augment, batch_size=cfg.batch_size,
+            num_classes=info.num_classes, image_size=image_size, one_hot=False,
+            seed=cfg.seed, cache=True, drop_remainder=False, **stats)
+
+    timer = EpochTimer()
+    if cfg.augment == "none":
+        # Frozen encoder, no augmentation: the features never change; compute
+        # them once and train the linear layer on the arrays.
+        def features(raw):
+            xs, ys = [], []
+            for x, y in images(raw, training=False, augment=None):
+                xs.append(np.asarray(encoder.model(x, training=False)))
+                ys.append(np.asarray(y))
+            return np.concatenate(xs), np.concatenate(ys)
+
+        x_train, y_train = features(train_raw)
+        x_test, y_test = features(test_raw)
+        head = _head(x_train.shape[-1], info.num_classes)
+        _compile(head, cfg, steps)
+        history = head.fit(x_train, y_train, batch_size=cfg.batch_size, epochs=cfg.epochs,
+                           validation_data=(x_test, y_test), shuffle=True, verbose=2,
+                           callbacks=[timer])
+        top1 = float(head.evaluate(x_test, y_test, verbose=0, return_dict=True)["top1"])
+        feature_dim = x_train.shape[-1]
+    else:
+        inputs = keras.Input(tuple(encoder.model.input_shape[1:]), name="images")
+        feats = encoder.model(inputs, training=False)
+        feature_dim = feats.shape[-1]
+        head = _head(feature_dim, info.num_classes)
+        model = keras.Model(inputs, head(feats), name="linear_eval")
+        _compile(model, cfg, steps)
+        test_ds = images(test_raw, training=False, augment=None)
+        history = model.fit(images(train_raw, training=True, augment=cfg.augment),
+                            epochs=cfg.epochs, validation_data=test_ds, verbose=2,
+                            shuffle=False, callbacks=[timer])  # the pipeline shuffles
+        top1 = float(model.evaluate(test_ds, verbose=0, return_dict=True)["top1"])
+    val_top1 = [float(v) for v in history.history.get("val_top1", [])]
+    metrics = dict(
+        top1=top1,
+        median_last10_top1=float(common.median_last(val_top1)),
+        history={k: [float(v) for v in vals] for k, vals in history.history.items()},
+        feature_dim=int(feature_dim),
+        train_examples=n_train,
+        encoder=cfg.encoder,
+        dataset=cfg.dataset,
+        seconds_per_epoch=timer.seconds,
+    )
+    if not encoder.normalizes_inputs:
+        inputs = keras.Input(tuple(encoder.model.input_shape[1:]), name="images")
+        classifier = keras.Model(inputs, head(encoder.model(inputs)), name="linear_classifier")
+        common.save_keras_atomic(classifier, os.path.join(workdir, "classifier.keras"))
+    common.write_json(os.path.join(workdir, "metrics.json"), metrics)
+    print(f"linear top-1 {top1:.4f} (median of the last 10 epochs "
+          f"{metrics['median_last10_top1']:.4f}); outputs in {workdir}")
+    return metrics
+
+
+def main(argv):
+    del argv
+    cfg = resolve_config()
+    evaluate(cfg, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,113 @@
+"""The self-supervised binary end to end (subprocesses) and its config handling."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from experiments import train_selfsup as tss
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _run(module, args, backend="tensorflow", check=True):
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(proc.stdout[-3000:] + proc.stderr[-5000:])
+    return proc
+
+
+EMBEDDINGS_CHECK = (
+    "import numpy as np, tensorflow as tf, sys;"
+    "m = tf.saved_model.load(sys.argv[1]);"
+    "x = np.random.default_rng(0).integers(0, 255, (3, 8, 8, 3)).astype('uint8');"
+    "e = m.serve(tf.constant(x))['output'].numpy();"
+    "assert e.shape == (3, int(sys.argv[2])), e.shape;"
+    "assert np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5);"
+    "print('ok')"
+)
+
+
+@pytest.mark.backend_independent
+def test_pretrain_then_linear_eval_end_to_end(tmp_path):
+    workdir = str(tmp_path / "ssl")
+    _run("experiments.train_selfsup", ["--smoke", "--method=mixup", f"--workdir={workdir}"])
+    for name in ("config.json", "metrics.json", "model.keras", "encoder.keras", "export",
+                 "tensorboard", "history.csv"):
+        assert os.path.exists(os.path.join(workdir, name)), name
+    config = json.load(open(os.path.join(workdir, "config.json")))
+    assert config["method"] == "mixup" and config["alpha"] == tss.DEFAULT_ALPHA["mixup"]
+    metrics = json.load(open(os.path.join(workdir, "metrics.json")))
+    assert len(metrics["history"]["loss_mix"]) == config["epochs"]
+    assert all(v > 0 for v in metrics["history"]["loss_mix"])  # the mixup term is on
+
+    # The SavedModel maps uint8 images of another size to unit-norm pooled
+    # features (width 8: 8 * 8 = 64 channels at stage 4), in a fresh process.
+    out = subprocess.run([sys.executable, "-c", EMBEDDINGS_CHECK,
+                          os.path.join(workdir, "export"), "64"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-3000:]
+
+    # Linear evaluation reads the encoder file the pretraining wrote.
+    linear = str(tmp_path / "linear")
+    _run("experiments.linear_eval", ["--smoke", f"--encoder={workdir}/encoder.keras",
+                                     f"--workdir={linear}"])
+    result = json.load(open(os.path.join(linear, "metrics.json")))
+    assert 0.0 <= result["top1"] <= 1.0 and result["feature_dim"] == 64
+    assert len(result["history"]["val_top1"]) == 2
+    assert os.path.exists(os.path.join(linear, "classifier.keras"))
+
+
+@pytest.mark.backend_independent
+def test_pretrain_on_jax(tmp_path):
+    workdir = str(tmp_path / "ssl")
+    _run("experiments.train_selfsup", ["--smoke", "--method=imix", "--epochs=1",
+                                       "--export=false", f"--workdir={workdir}"], backend="jax")
+    metrics = json.load(open(os.path.join(workdir, "metrics.json")))
+    assert np.isfinite(metrics["history"]["loss"][-1])
+    assert os.path.exists(os.path.join(workdir, "encoder.keras"))
+
+
+@pytest.mark.backend_independent
+def test_bad_flags_fail_before_training(tmp_path):
+    proc = _run("experiments.train_selfsup", ["--method=puzzlemix", f"--workdir={tmp_path}"],
+                check=False)
+    assert proc.returncode != 0
+    assert "--method" in proc.stderr and "puzzlemix" in proc.stderr
+    assert not os.path.exists(os.path.join(tmp_path, "config.json"))
+
+
+@pytest.mark.parametrize("changes,match", [
+    (dict(method="nope"), "--method"),
+    (dict(method="comixup"), "--method"),  # needs saliency / many-to-many: not cross-view
+    (dict(queue_size=32, batch_size=64), "--queue_size"),
+    (dict(temperature=0.0), "--temperature"),
+    (dict(temperature=-0.1), "--temperature"),
+    (dict(projection_dim=0), "--projection_dim"),
+    (dict(hidden_dim=-1), "--hidden_dim"),
+    (dict(key_momentum=1.5), "--key_momentum"),
+    (dict(alpha=0.0), "--alpha"),
+    (dict(method="mixup", batch_size=1, queue_size=8), "--batch_size"),
+    (dict(export_embedding="logits"), "--export_embedding"),
+])
+def test_validate_rejects_bad_configs(changes, match):
+    cfg = dataclasses.replace(tss.Config(), **changes)
+    with pytest.raises(ValueError, match=match):
+        tss.validate(cfg)
+
+
+def test_every_method_builds_the_matching_model():
+    for method in tss.METHODS:
+        cfg = dataclasses.replace(tss.Config(), method=method, width=8, image_size=8,
+                                  hidden_dim=8, projection_dim=4, queue_size=16, batch_size=8,
+                                  alpha=tss.DEFAULT_ALPHA.get(method))
+        tss.validate(cfg)
+        model = tss.build_model(cfg)
+        assert model.mixer == (None if method == "mocov2" else method)
+        assert model.queue_size == 16 and model.temperature == cfg.temperature
