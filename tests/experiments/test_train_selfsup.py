@@ -63,6 +63,14 @@ def test_pretrain_then_linear_eval_end_to_end(tmp_path):
     assert len(result["history"]["val_top1"]) == 2
     assert os.path.exists(os.path.join(linear, "classifier.keras"))
 
+    # ... and the SavedModel (it normalises [0, 1] images itself; unit-norm features).
+    from experiments import linear_eval
+
+    cfg = linear_eval.Config(encoder=os.path.join(workdir, "export"), image_size=16, epochs=1,
+                             batch_size=16, per_class_limit=4, test_per_class_limit=2)
+    result = linear_eval.evaluate(cfg, str(tmp_path / "linear_sm"))
+    assert result["feature_dim"] == 64 and 0.0 <= result["top1"] <= 1.0
+
 
 @pytest.mark.backend_independent
 def test_pretrain_on_jax(tmp_path):
