@@ -248,7 +248,7 @@ def train(cfg, workdir, extra_callbacks=()):
         *extra_callbacks,
     ]
     history = model.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps,
-                        callbacks=callbacks, verbose=2)
+                        callbacks=callbacks, verbose=2, shuffle=False)  # tf.data shuffles
     metrics = dict(
         history={k: [float(v) for v in vals] for k, vals in history.history.items()},
         seconds_per_epoch=timer.seconds,

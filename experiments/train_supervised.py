@@ -322,7 +322,7 @@ def train(cfg, workdir, extra_callbacks=()):
             std=info.std, seed=cfg.seed, every_n_epochs=cfg.mask_summary_every))
     history = model.fit(
         train_ds, validation_data=test_ds, epochs=cfg.epochs, steps_per_epoch=steps,
-        callbacks=callbacks, verbose=2,
+        callbacks=callbacks, verbose=2, shuffle=False,  # the tf.data pipeline shuffles
     )
     results = model.evaluate(test_ds, return_dict=True, verbose=0)
     top1 = history.history.get("val_top1", [])
