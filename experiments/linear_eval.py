@@ -335,11 +335,9 @@ def evaluate(cfg, workdir):
         # Frozen encoder, no augmentation: the features never change; compute
         # them once and train the linear layer on the arrays.
         def features(raw):
-            xs, ys = [], []
-            for x, y in images(raw, training=False, augment=None):
-                xs.append(np.asarray(encoder.model(x, training=False)))
-                ys.append(np.asarray(y))
-            return np.concatenate(xs), np.concatenate(ys)
+            ds = images(raw, training=False, augment=None)  # cached, fixed order
+            feats = encoder.model.predict(ds.map(lambda x, y: x), verbose=0)
+            return feats, np.concatenate([np.asarray(y) for _, y in ds])
 
         x_train, y_train = features(train_raw)
         x_test, y_test = features(test_raw)
