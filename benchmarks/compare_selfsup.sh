@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CIFAR-10 self-supervised comparison at a CPU budget (issue 5): MoCo v2 and
 # its instance-level mixup variants, same epochs for all, then linear
-# evaluation of each frozen encoder on the labelled split.
+# evaluation of each frozen encoder on the labelled split, next to a randomly
+# initialised encoder as the no-pretraining reference.
 #
 #   bash benchmarks/compare_selfsup.sh DATA_DIR [EPOCHS] [METHODS...]
 #
@@ -29,8 +30,13 @@ for m in "${METHODS[@]}"; do
       --epochs="$EPOCHS" --method="$m" --export=false --workdir="$OUT/$m" \
       > "$OUT/$m.log" 2>&1 || echo "pretraining $m failed: see $OUT/$m.log"
 done
+# Reference row: the same encoder with random weights (BatchNorm statistics only).
+[ -f "$OUT/random_init/encoder.keras" ] || "$PY" -m benchmarks.make_random_encoder \
+    --dataset="$DATA" --out="$OUT/random_init/encoder.keras" > "$OUT/random_init.log" 2>&1
+METHODS+=(random_init)
 for m in "${METHODS[@]}"; do
   [ -f "$OUT/$m/encoder.keras" ] || continue
+  [ -f "$OUT/$m/linear/metrics.json" ] && continue
   echo "=== linear eval $m ($(date -u +%H:%M:%S)) ==="
   "$PY" -m experiments.linear_eval --preset=cpu_cifar10 --dataset="$DATA" \
       --encoder="$OUT/$m/encoder.keras" --workdir="$OUT/$m/linear" \
