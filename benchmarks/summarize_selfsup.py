@@ -33,19 +33,18 @@ def summarize(runs, methods):
     for method in methods:
         pre = _read(os.path.join(runs, method, "metrics.json"))
         lin = _read(os.path.join(runs, method, "linear", "metrics.json"))
-        if pre is None or lin is None:
+        if lin is None:
             rows.append(dict(method=method, status="missing"))
             continue
-        seconds = pre.get("seconds_per_epoch") or []
-        rows.append(dict(
-            method=method,
-            status="ok",
-            epochs=len(pre["history"]["loss"]),
-            final_loss=pre["history"]["loss"][-1],
-            seconds_per_epoch=(sorted(seconds)[len(seconds) // 2] if seconds else None),
-            linear_top1=lin["top1"],
-            linear_median_last10=lin["median_last10_top1"],
-        ))
+        row = dict(method=method, status="ok", epochs=0, final_loss=None,
+                   seconds_per_epoch=None)  # without pretraining (the random reference)
+        if pre is not None:
+            seconds = pre.get("seconds_per_epoch") or []
+            row.update(epochs=len(pre["history"]["loss"]), final_loss=pre["history"]["loss"][-1],
+                       seconds_per_epoch=(sorted(seconds)[len(seconds) // 2] if seconds
+                                          else None))
+        rows.append(dict(row, linear_top1=lin["top1"],
+                         linear_median_last10=lin["median_last10_top1"]))
     return rows
 
 

@@ -36,7 +36,12 @@ def test_summarize_selfsup_reads_both_phases_and_marks_missing(tmp_path):
     json.dump({"history": {"loss": [9.0, 8.0]}, "seconds_per_epoch": [3.0, 1.0, 2.0]},
               open(run / "metrics.json", "w"))
     json.dump({"top1": 0.5, "median_last10_top1": 0.45}, open(run / "linear" / "metrics.json", "w"))
-    rows = summarize_selfsup.summarize(str(tmp_path), ["mixup", "mocov2"])
+    reference = tmp_path / "random_init" / "linear"
+    os.makedirs(reference)
+    json.dump({"top1": 0.25, "median_last10_top1": 0.2}, open(reference / "metrics.json", "w"))
+    rows = summarize_selfsup.summarize(str(tmp_path), ["mixup", "mocov2", "random_init"])
     assert rows[0] == dict(method="mixup", status="ok", epochs=2, final_loss=8.0,
                            seconds_per_epoch=2.0, linear_top1=0.5, linear_median_last10=0.45)
     assert rows[1] == dict(method="mocov2", status="missing")
+    assert rows[2] == dict(method="random_init", status="ok", epochs=0, final_loss=None,
+                           seconds_per_epoch=None, linear_top1=0.25, linear_median_last10=0.2)
