@@ -148,13 +148,43 @@ def datasets(cfg, num_classes=None):
         train_raw, training=True, augment=augment, seed=cfg.seed, cache=True, **common
     )
     test = data_lib.pipeline(test_raw, training=False, augment=None, cache=True, **common)
+    return train, test, info, steps_per_epoch(cfg, n_train)
+
+
+def steps_per_epoch(cfg, n_train):
+    """Full batches per epoch; a ValueError when not even one batch fits."""
     steps = n_train // cfg.batch_size
     if steps < 1:
         raise ValueError(
             f"`--batch_size`={cfg.batch_size} is larger than the {n_train} training "
             f"examples of {cfg.dataset!r}; use a smaller batch."
         )
-    return train, test, info, steps
+    return steps
+
+
+def cosine_sgd(cfg, lr, steps_per_epoch):
+    """SGD (`cfg.momentum`, `cfg.weight_decay`) with `cfg.warmup_epochs` of linear
+    warm-up to `lr`, then a cosine to 0 at the end of `cfg.epochs`."""
+    total = cfg.epochs * steps_per_epoch
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup else lr, decay_steps=max(total - warmup, 1),
+        warmup_target=lr if warmup else None, warmup_steps=warmup,
+    )
+    return keras.optimizers.SGD(learning_rate=schedule, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay or None)
+
+
+def run_callbacks(workdir, *extra):
+    """The callbacks every training binary writes into `workdir`: a
+    BackupAndRestore backup (a killed run resumes), TensorBoard logs and
+    history.csv, then `extra`."""
+    return [
+        keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup")),
+        keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")),
+        keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True),
+        *extra,
+    ]
 
 
 def median_last(values, n=10):

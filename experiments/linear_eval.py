@@ -147,7 +147,6 @@ class Encoder:
     model: object  # keras.Model
     normalizes_inputs: bool  # True for a SavedModel: it takes [0, 1] images
     image_size: int = None
-    source: str = ""
 
 
 def _never_trained(model):
@@ -225,7 +224,7 @@ def load_encoder(path):
         )
     model.trainable = False
     size = in_shape[1] if in_shape[1] == in_shape[2] else None
-    return Encoder(model=model, normalizes_inputs=False, image_size=size, source=path)
+    return Encoder(model=model, normalizes_inputs=False, image_size=size)
 
 
 def _pooled(model):
@@ -259,7 +258,7 @@ def _load_saved_model(path):
         outputs = outputs["output"]
     model = keras.Model(inputs, outputs, name="saved_model_encoder")
     model.trainable = False
-    return Encoder(model=model, normalizes_inputs=True, source=path)
+    return Encoder(model=model, normalizes_inputs=True)
 
 
 # ------------------------------------------------------------------- training

@@ -189,19 +189,6 @@ def build_model(cfg):
     )
 
 
-def make_optimizer(cfg, steps_per_epoch):
-    import keras
-
-    total = cfg.epochs * steps_per_epoch
-    warmup = cfg.warmup_epochs * steps_per_epoch
-    schedule = keras.optimizers.schedules.CosineDecay(
-        0.0 if warmup else cfg.lr, decay_steps=max(total - warmup, 1),
-        warmup_target=cfg.lr if warmup else None, warmup_steps=warmup,
-    )
-    return keras.optimizers.SGD(learning_rate=schedule, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay or None)
-
-
 def train_dataset(cfg):
     """(two-view training pipeline, data set info, steps per epoch)."""
     from keras_amix import data as data_lib
@@ -209,12 +196,7 @@ def train_dataset(cfg):
     info = data_lib.info(cfg.dataset, data_dir=cfg.data_dir)
     raw, n_train = common.load_split(cfg, info, cfg.train_split, cfg.per_class_limit,
                                      cfg.max_train_examples)
-    steps = n_train // cfg.batch_size
-    if steps < 1:
-        raise ValueError(
-            f"`--batch_size`={cfg.batch_size} is larger than the {n_train} training "
-            f"examples of {cfg.dataset!r}; use a smaller batch."
-        )
+    steps = common.steps_per_epoch(cfg, n_train)
     ds = data_lib.two_view_pipeline(raw, batch_size=cfg.batch_size, image_size=cfg.image_size,
                                     mean=info.mean, std=info.std, seed=cfg.seed, cache=True)
     return ds, info, steps
@@ -238,15 +220,9 @@ def train(cfg, workdir, extra_callbacks=()):
     )
     with common.strategy_scope(strategy):
         model = build_model(cfg)
-        model.compile(optimizer=make_optimizer(cfg, steps))
+        model.compile(optimizer=common.cosine_sgd(cfg, cfg.lr, steps))
     timer = EpochTimer()
-    callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup")),
-        keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")),
-        keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True),
-        timer,
-        *extra_callbacks,
-    ]
+    callbacks = common.run_callbacks(workdir, timer, *extra_callbacks)
     history = model.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps,
                         callbacks=callbacks, verbose=2, shuffle=False)  # tf.data shuffles
     metrics = dict(

@@ -263,24 +263,13 @@ def build_model(cfg, num_classes, total_steps=None):
 def make_optimizer(cfg, steps_per_epoch):
     import keras
 
-    total = cfg.epochs * steps_per_epoch
-    warmup = cfg.warmup_epochs * steps_per_epoch
-
-    def sgd(lr):
-        schedule = keras.optimizers.schedules.CosineDecay(
-            0.0 if warmup else lr, decay_steps=max(total - warmup, 1),
-            warmup_target=lr if warmup else None, warmup_steps=warmup,
-        )
-        return keras.optimizers.SGD(
-            learning_rate=schedule, momentum=cfg.momentum, nesterov=False,
-            weight_decay=cfg.weight_decay or None,
-        )
-
+    theta = common.cosine_sgd(cfg, cfg.lr, steps_per_epoch)
     if cfg.phi_lr is None or cfg.method not in LEARNED_METHODS:
-        return sgd(cfg.lr)
+        return theta
     # θ and φ get their own SGD (Tiny-ImageNet: φ lr 0.1 with its own cosine).
+    phi = common.cosine_sgd(cfg, cfg.phi_lr, steps_per_epoch)
     optimizer_map = keras.optimizers.OptimizerMap(
-        default_optimizer=sgd(cfg.lr), optimizer_map={".*mix_block.*": sgd(cfg.phi_lr)}
+        default_optimizer=theta, optimizer_map={".*mix_block.*": phi}
     )
     return keras.optimizers.MultiOptimizer(optimizer_map)
 
@@ -306,13 +295,7 @@ def train(cfg, workdir, extra_callbacks=()):
     from keras_amix.training.callbacks import EpochTimer
 
     timer = EpochTimer()
-    callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup")),
-        keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")),
-        keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True),
-        timer,
-        *extra_callbacks,
-    ]
+    callbacks = common.run_callbacks(workdir, timer, *extra_callbacks)
     if cfg.method in LEARNED_METHODS and cfg.mask_summary_every > 0:
         from keras_amix.training.callbacks import MixImageSummary
 
