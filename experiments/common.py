@@ -22,6 +22,55 @@ BACKBONES = {
 }
 
 
+# Flags that mean the same in every binary: name -> help. Their defaults and
+# types come from each binary's Config dataclass.
+SHARED_FLAGS = {
+    "dataset": "TFDS name, 'digits' (embedded), 'tiny_imagenet', 'fgvc_aircraft', an "
+               "image-folder path (split/class/image) or an .npz file.",
+    "data_dir": "Folder holding the data set (TFDS data_dir or archive).",
+    "download": "Allow TFDS to download a missing data set.",
+    "train_split": "Training split.",
+    "test_split": "Evaluation split.",
+    "image_size": "Image size (square).",
+    "backbone": "|".join(BACKBONES),
+    "width": "Backbone base width (64 = standard).",
+    "stem": "cifar | imagenet",
+    "alpha": "Beta(alpha, alpha) of lambda; default per method.",
+    "epochs": "Training epochs.",
+    "batch_size": "Global batch size.",
+    "lr": "Peak learning rate (cosine decay to 0).",
+    "weight_decay": "SGD weight decay.",
+    "momentum": "SGD momentum.",
+    "warmup_epochs": "Linear learning-rate warm-up.",
+    "per_class_limit": "Keep the first N training images per class.",
+    "test_per_class_limit": "Keep the first N test images per class.",
+    "max_train_examples": "Truncate the training split.",
+    "max_test_examples": "Truncate the evaluation split.",
+    "seed": "Random seed.",
+    "strategy": "default | mirrored (TF) | data_parallel (JAX)",
+    "export": "Write a SavedModel into workdir/export.",
+}
+
+
+def define_flags(config_cls, names, **helps):
+    """Defines the absl flags `names` (keys of SHARED_FLAGS) for a binary.
+
+    Defaults and types come from the `config_cls` dataclass; `helps`
+    overrides a help text where the binary gives the flag a narrower meaning.
+    `allow_override`: the binaries share flag names and the tests import
+    several of them into one process.
+    """
+    from absl import flags as absl_flags
+
+    define = {str: absl_flags.DEFINE_string, int: absl_flags.DEFINE_integer,
+              float: absl_flags.DEFINE_float, bool: absl_flags.DEFINE_bool}
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    for name in names:
+        field = fields[name]
+        define[field.type](name, field.default, helps.get(name, SHARED_FLAGS[name]),
+                           allow_override=True)
+
+
 def resolve(config, flags, names):
     """Returns `config` with every flag in `names` that the user set applied."""
     updates = {}

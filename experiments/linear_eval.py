@@ -80,25 +80,16 @@ PRESETS = {
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("preset", "demo", sorted(PRESETS), "Starting configuration; flags override it.", allow_override=True)
+common.define_flags(Config, [
+    "dataset", "data_dir", "download", "train_split", "test_split", "image_size", "epochs",
+    "batch_size", "lr", "weight_decay", "momentum", "per_class_limit", "test_per_class_limit",
+    "max_train_examples", "max_test_examples", "seed",
+], train_split="Labelled split the linear layer trains on.",
+   image_size="Image size (default: the encoder's input size).",
+   epochs="Epochs of linear training.", batch_size="Batch size.", lr="Initial learning rate.")
 flags.DEFINE_string("encoder", None, "encoder.keras / model.keras of a keras-amix run, or a SavedModel folder.", allow_override=True)
-flags.DEFINE_string("dataset", Config.dataset, "TFDS name, 'digits', 'tiny_imagenet', an image folder or an .npz.", allow_override=True)
-flags.DEFINE_string("data_dir", None, "Folder holding the data set.", allow_override=True)
-flags.DEFINE_bool("download", False, "Allow TFDS to download a missing data set.", allow_override=True)
-flags.DEFINE_string("train_split", Config.train_split, "Labelled split the linear layer trains on.", allow_override=True)
-flags.DEFINE_string("test_split", Config.test_split, "Evaluation split.", allow_override=True)
-flags.DEFINE_integer("image_size", None, "Image size (default: the encoder's input size).", allow_override=True)
 flags.DEFINE_string("augment", Config.augment, "none (features computed once) | cifar | imagenet", allow_override=True)
-flags.DEFINE_integer("epochs", Config.epochs, "Epochs of linear training.", allow_override=True)
-flags.DEFINE_integer("batch_size", Config.batch_size, "Batch size.", allow_override=True)
-flags.DEFINE_float("lr", Config.lr, "Initial learning rate.", allow_override=True)
-flags.DEFINE_float("momentum", Config.momentum, "SGD momentum.", allow_override=True)
-flags.DEFINE_float("weight_decay", Config.weight_decay, "SGD weight decay.", allow_override=True)
 flags.DEFINE_list("decay_at", ["0.3", "0.6"], "Fractions of the epochs where lr is multiplied by 0.1.", allow_override=True)
-flags.DEFINE_integer("per_class_limit", None, "Keep the first N training images per class.", allow_override=True)
-flags.DEFINE_integer("test_per_class_limit", None, "Keep the first N test images per class.", allow_override=True)
-flags.DEFINE_integer("max_train_examples", None, "Truncate the training split.", allow_override=True)
-flags.DEFINE_integer("max_test_examples", None, "Truncate the evaluation split.", allow_override=True)
-flags.DEFINE_integer("seed", Config.seed, "Random seed.", allow_override=True)
 flags.DEFINE_bool("smoke", False, "Tiny and fast: a few images per class, 2 epochs.", allow_override=True)
 flags.DEFINE_string("workdir", "runs/linear_eval", "Output folder.", allow_override=True)
 

@@ -95,33 +95,18 @@ PRESETS = {
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("preset", "demo", sorted(PRESETS), "Starting configuration; flags override it.", allow_override=True)
-flags.DEFINE_string("dataset", Config.dataset, "TFDS name, 'digits', 'tiny_imagenet', an image folder or an .npz.", allow_override=True)
-flags.DEFINE_string("data_dir", None, "Folder holding the data set.", allow_override=True)
-flags.DEFINE_bool("download", False, "Allow TFDS to download a missing data set.", allow_override=True)
-flags.DEFINE_string("train_split", Config.train_split, "Split to train on (labels unused).", allow_override=True)
-flags.DEFINE_integer("image_size", Config.image_size, "View size (square).", allow_override=True)
-flags.DEFINE_string("backbone", Config.backbone, "|".join(common.BACKBONES), allow_override=True)
-flags.DEFINE_integer("width", Config.width, "Backbone base width (64 = standard).", allow_override=True)
-flags.DEFINE_string("stem", Config.stem, "cifar | imagenet", allow_override=True)
+common.define_flags(Config, [
+    "dataset", "data_dir", "download", "train_split", "image_size", "backbone", "width",
+    "stem", "alpha", "epochs", "batch_size", "lr", "weight_decay", "momentum", "warmup_epochs",
+    "per_class_limit", "max_train_examples", "seed", "strategy", "export",
+], train_split="Split to train on (labels unused).", image_size="View size (square).")
 flags.DEFINE_string("method", Config.method, "|".join(METHODS), allow_override=True)
-flags.DEFINE_float("alpha", None, "Beta(alpha, alpha) of lambda; default per method.", allow_override=True)
 flags.DEFINE_float("mix_weight", Config.mix_weight, "Weight of the mixup loss term.", allow_override=True)
-flags.DEFINE_integer("epochs", Config.epochs, "Training epochs.", allow_override=True)
-flags.DEFINE_integer("batch_size", Config.batch_size, "Global batch size.", allow_override=True)
-flags.DEFINE_float("lr", Config.lr, "Peak learning rate (cosine decay to 0).", allow_override=True)
-flags.DEFINE_float("weight_decay", Config.weight_decay, "SGD weight decay.", allow_override=True)
-flags.DEFINE_float("momentum", Config.momentum, "SGD momentum.", allow_override=True)
-flags.DEFINE_integer("warmup_epochs", Config.warmup_epochs, "Linear learning-rate warm-up.", allow_override=True)
 flags.DEFINE_integer("projection_dim", Config.projection_dim, "Output size of the projection MLP.", allow_override=True)
 flags.DEFINE_integer("hidden_dim", Config.hidden_dim, "Hidden size of the projection MLP.", allow_override=True)
 flags.DEFINE_integer("queue_size", Config.queue_size, "Number of queued keys (negatives).", allow_override=True)
 flags.DEFINE_float("temperature", Config.temperature, "infoNCE temperature tau.", allow_override=True)
 flags.DEFINE_float("key_momentum", Config.key_momentum, "EMA momentum of the key encoder.", allow_override=True)
-flags.DEFINE_integer("per_class_limit", None, "Keep the first N training images per class.", allow_override=True)
-flags.DEFINE_integer("max_train_examples", None, "Truncate the training split.", allow_override=True)
-flags.DEFINE_integer("seed", Config.seed, "Random seed.", allow_override=True)
-flags.DEFINE_string("strategy", Config.strategy, "default | mirrored (TF) | data_parallel (JAX)", allow_override=True)
-flags.DEFINE_bool("export", Config.export, "Write a SavedModel into workdir/export.", allow_override=True)
 flags.DEFINE_enum("export_embedding", Config.export_embedding, ["features", "projection"],
                   "What the SavedModel serves, L2-normalised: pooled backbone features or the "
                   "MoCo projection.", allow_override=True)

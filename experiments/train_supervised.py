@@ -106,33 +106,14 @@ FLAGS = flags.FLAGS
 # allow_override: the binaries share flag names and the tests import several of them
 # into one process.
 flags.DEFINE_enum("preset", "demo", sorted(PRESETS), "Starting configuration; flags override it.", allow_override=True)
-flags.DEFINE_string("dataset", Config.dataset,
-                    "TFDS name, 'digits' (embedded), 'tiny_imagenet', 'fgvc_aircraft', an "
-                    "image-folder path (split/class/image) or an .npz file.", allow_override=True)
-flags.DEFINE_string("data_dir", None, "Folder holding the data set (TFDS data_dir or archive).", allow_override=True)
-flags.DEFINE_bool("download", False, "Allow TFDS to download a missing data set.", allow_override=True)
-flags.DEFINE_string("train_split", Config.train_split, "Training split.", allow_override=True)
-flags.DEFINE_string("test_split", Config.test_split, "Evaluation split.", allow_override=True)
-flags.DEFINE_integer("image_size", Config.image_size, "Training image size (square).", allow_override=True)
+common.define_flags(Config, [
+    "dataset", "data_dir", "download", "train_split", "test_split", "image_size", "backbone",
+    "width", "stem", "alpha", "epochs", "batch_size", "lr", "weight_decay", "momentum",
+    "warmup_epochs", "per_class_limit", "test_per_class_limit", "max_train_examples",
+    "max_test_examples", "seed", "strategy", "export",
+], image_size="Training image size (square).")
 flags.DEFINE_string("augment", Config.augment, "Augmentation preset: cifar | imagenet | none.", allow_override=True)
-flags.DEFINE_string("backbone", Config.backbone, "|".join(common.BACKBONES), allow_override=True)
-flags.DEFINE_integer("width", Config.width, "Backbone base width (64 = standard).", allow_override=True)
-flags.DEFINE_string("stem", Config.stem, "cifar | imagenet", allow_override=True)
 flags.DEFINE_string("method", Config.method, "|".join(METHODS), allow_override=True)
-flags.DEFINE_float("alpha", None, "Beta(alpha, alpha) of lambda; default per method.", allow_override=True)
-flags.DEFINE_integer("epochs", Config.epochs, "Training epochs.", allow_override=True)
-flags.DEFINE_integer("batch_size", Config.batch_size, "Global batch size.", allow_override=True)
-flags.DEFINE_float("lr", Config.lr, "Peak learning rate (cosine decay to 0).", allow_override=True)
-flags.DEFINE_float("weight_decay", Config.weight_decay, "SGD weight decay.", allow_override=True)
-flags.DEFINE_float("momentum", Config.momentum, "SGD momentum.", allow_override=True)
-flags.DEFINE_integer("warmup_epochs", Config.warmup_epochs, "Linear learning-rate warm-up.", allow_override=True)
-flags.DEFINE_integer("per_class_limit", None, "Keep the first N training images per class.", allow_override=True)
-flags.DEFINE_integer("test_per_class_limit", None, "Keep the first N test images per class.", allow_override=True)
-flags.DEFINE_integer("max_train_examples", None, "Truncate the training split.", allow_override=True)
-flags.DEFINE_integer("max_test_examples", None, "Truncate the evaluation split.", allow_override=True)
-flags.DEFINE_integer("seed", Config.seed, "Random seed.", allow_override=True)
-flags.DEFINE_string("strategy", Config.strategy, "default | mirrored (TF) | data_parallel (JAX)", allow_override=True)
-flags.DEFINE_bool("export", Config.export, "Write a SavedModel into workdir/export.", allow_override=True)
 flags.DEFINE_enum("export_encoder", Config.export_encoder, ["online", "momentum"],
                   "AutoMix/AMix: which encoder the SavedModel serves.", allow_override=True)
 flags.DEFINE_enum("settings", Config.settings, ["paper", "official"],
