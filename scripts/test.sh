@@ -12,7 +12,7 @@ export TF_CPP_MIN_LOG_LEVEL=2 PYTHONHASHSEED=0
 # torch: install only if the pinned CPU wheel is available locally (no-index).
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   if "$PY" -m pip download --quiet --no-deps --no-index -d "$(mktemp -d)" "torch==2.13.0" >/dev/null 2>&1; then
-    "$PY" -m pip install --quiet "torch==2.13.0" || true
+    "$PY" -m pip install --quiet -c requirements/constraints.txt "torch==2.13.0" || true
   fi
 fi
 
