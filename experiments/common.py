@@ -1,17 +1,25 @@
-"""Shared plumbing of the experiment binaries: config resolution, run folders,
-datasets, optimisers, distribution strategies and result files."""
+"""Shared plumbing of the experiment binaries: flags and their checks, config
+resolution, run folders, datasets, optimisers, distribution strategies and
+result files.
+
+Nothing here imports Keras (or TensorFlow) at module level: a binary parses
+and checks its flags, and answers `--help`, before the heavy imports run.
+"""
 
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import statistics
+import sys
 import tempfile
 
-import keras
+from absl import flags as absl_flags
 
-from keras_amix import backbones as backbones_lib
-from keras_amix import data as data_lib
+# The flags `define_flags` defines belong to the calling binary (they are its
+# key flags, listed by `--help`), not to this module.
+absl_flags.disclaim_key_flags()
 
 BACKBONES = {
     "resnet18": dict(depth=18),
@@ -49,7 +57,23 @@ SHARED_FLAGS = {
     "seed": "Random seed.",
     "strategy": "default | mirrored (TF) | data_parallel (JAX)",
     "export": "Write a SavedModel into workdir/export.",
+    "deterministic": "Reproducible runs: sets TF_ENABLE_ONEDNN_OPTS=0 before TensorFlow "
+                     "loads (oneDNN's reordered float sums differ between runs) and enables "
+                     "TensorFlow op determinism. Slower.",
 }
+
+# Names the library defines, kept here so that flags are checked before Keras
+# loads; tests/experiments/test_cli.py asserts they equal the library's.
+STEMS = ("cifar", "imagenet")
+STRATEGIES = ("default", "mirrored", "data_parallel")
+FEATURE_STAGES = ("stage1", "stage2", "stage3", "stage4")  # backbones.STAGE_NAMES
+STAGE_STRIDES = {  # backbones.output_stride(backbone, stage) per stem
+    "cifar": dict(stage1=1, stage2=2, stage3=4, stage4=8),
+    "imagenet": dict(stage1=4, stage2=8, stage3=16, stage4=32),
+}
+MIX_LOSSES = ("ce", "pbce", "ce+pbce", "bce", "ce+bce")  # models.amix.MIX_LOSSES
+TFDS_DATASETS = ("cifar10", "cifar100", "stl10", "caltech_birds2011", "imagenet2012")
+EMBEDDED_DATASETS = ("digits",)  # data.DATASETS entries with source "digits"
 
 
 def define_flags(config_cls, names, **helps):
@@ -57,11 +81,11 @@ def define_flags(config_cls, names, **helps):
 
     Defaults and types come from the `config_cls` dataclass; `helps`
     overrides a help text where the binary gives the flag a narrower meaning.
+    Returns the checks of those flags (from `SHARED_CHECKS`), for the binary's
+    `CHECKS` table.
     `allow_override`: the binaries share flag names and the tests import
     several of them into one process.
     """
-    from absl import flags as absl_flags
-
     define = {str: absl_flags.DEFINE_string, int: absl_flags.DEFINE_integer,
               float: absl_flags.DEFINE_float, bool: absl_flags.DEFINE_bool}
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
@@ -69,6 +93,7 @@ def define_flags(config_cls, names, **helps):
         field = fields[name]
         define[field.type](name, field.default, helps.get(name, SHARED_FLAGS[name]),
                            allow_override=True)
+    return {name: SHARED_CHECKS[name] for name in names if name in SHARED_CHECKS}
 
 
 def resolve(config, flags, names):
@@ -90,6 +115,178 @@ def check_positive(name, value):
         raise ValueError(f"`--{name}` must be > 0; received {value!r}.")
 
 
+# ------------------------------------------------------------------- checks
+# A check is `check(name, value)` raising a ValueError that names `--name`.
+# Each binary maps its flags to checks (`CHECKS`); `register_checks` runs them
+# when the flags are parsed and `check_fields` on the resolved config (presets
+# included), both in plain Python before Keras is imported.
+
+
+def number(low=None, high=None, *, low_open=False, high_open=False, integer=False,
+           optional=False):
+    """A check: `value` is a finite number (an int if `integer`) within the
+    bounds, open or closed; `None` passes when `optional`."""
+    kind = "an integer" if integer else "a finite number"
+    if low is not None and high is not None:
+        bounds = f" in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    elif low is not None:
+        bounds = f" {'>' if low_open else '>='} {low}"
+    elif high is not None:
+        bounds = f" {'<' if high_open else '<='} {high}"
+    else:
+        bounds = ""
+    wanted = kind + bounds + (" (or unset)" if optional else "")
+
+    def check(name, value):
+        if value is None and optional:
+            return
+        ok = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
+        ok = ok and math.isfinite(value)
+        ok = ok and (low is None or (value > low if low_open else value >= low))
+        ok = ok and (high is None or (value < high if high_open else value <= high))
+        if not ok:
+            raise ValueError(f"`--{name}` must be {wanted}; received {value!r}.")
+
+    return check
+
+
+def choice(allowed):
+    """A check: `value` is one of `allowed`."""
+    return lambda name, value: check_choice(name, value, allowed)
+
+
+def text(optional=False):
+    """A check: `value` is a non-empty string; `None` passes when `optional`."""
+
+    def check(name, value):
+        if value is None and optional:
+            return
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"`--{name}` must be a non-empty string; received {value!r}.")
+
+    return check
+
+
+SEED = number(0, 2**32 - 1, integer=True)  # numpy's seed range
+LIMIT = number(1, integer=True, optional=True)  # a count that truncates: >= 1 or unset
+
+# The checks of the flags in SHARED_FLAGS (bools need none): one definition for
+# every binary; `define_flags` returns the ones a binary defines.
+SHARED_CHECKS = {
+    "dataset": text(),
+    "data_dir": text(optional=True),
+    "train_split": text(),
+    "test_split": text(),
+    "image_size": number(1, integer=True),
+    "backbone": choice(BACKBONES),
+    "width": number(1, integer=True),
+    "stem": choice(STEMS),
+    "alpha": number(0, low_open=True, optional=True),
+    "epochs": number(1, integer=True),
+    "batch_size": number(1, integer=True),
+    "lr": number(0, low_open=True),
+    "weight_decay": number(0),
+    "momentum": number(0, 1, high_open=True),
+    "warmup_epochs": number(0, integer=True),
+    "per_class_limit": LIMIT,
+    "test_per_class_limit": LIMIT,
+    "max_train_examples": LIMIT,
+    "max_test_examples": LIMIT,
+    "seed": SEED,
+    "strategy": choice(STRATEGIES),
+}
+
+
+def register_checks(checks):
+    """Runs `checks[name]` on each flag `--name` when the flags are parsed."""
+    for name, check in checks.items():
+        absl_flags.register_validator(name, _validator(name, check))
+
+
+def _validator(name, check):
+    def validator(value):
+        try:
+            check(name, value)
+        except ValueError as err:
+            raise absl_flags.ValidationError(str(err)) from None
+        return True
+
+    return validator
+
+
+def check_fields(cfg, checks):
+    """Runs `checks` on the fields of a resolved config (flags without a field are skipped)."""
+    for name, check in checks.items():
+        if hasattr(cfg, name):
+            check(name, getattr(cfg, name))
+
+
+def check_warmup(cfg):
+    if cfg.warmup_epochs >= cfg.epochs:
+        raise ValueError(
+            f"`--warmup_epochs` must be < `--epochs` ({cfg.epochs}); "
+            f"received {cfg.warmup_epochs}."
+        )
+
+
+def check_data_flags(cfg):
+    """Refuses `--data_dir` / `--download` where the data set would ignore them."""
+    key = cfg.dataset.lower().replace("-", "_")
+    registered = not os.path.exists(cfg.dataset)
+    if registered and key in EMBEDDED_DATASETS:
+        for name in ("data_dir", "download"):
+            if getattr(cfg, name):
+                raise ValueError(
+                    f"`--{name}` has no effect on the embedded {cfg.dataset!r} data set; "
+                    f"received --{name}={getattr(cfg, name)!r}."
+                )
+    if cfg.download and not (registered and key in TFDS_DATASETS):
+        raise ValueError(
+            f"`--download` applies to the TFDS data sets {list(TFDS_DATASETS)} only; "
+            f"--dataset={cfg.dataset!r} is never downloaded."
+        )
+
+
+def refuse_unused(flag_values, names, reason):
+    """Refuses each flag in `names` that the user set: with `reason`, it has no effect."""
+    for name in names:
+        if flag_values[name].present:
+            raise ValueError(f"`--{name}` has no effect {reason}.")
+
+
+def no_arguments(argv):
+    if len(argv) > 1:
+        raise ValueError(
+            f"takes flags only (--name=value); received the arguments {argv[1:]!r}."
+        )
+
+
+def usage_error(message):
+    """Prints `message` as one usage line, as absl reports a bad flag, and exits (status 2)."""
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "binary"
+    message = " ".join(str(message).split())
+    sys.stderr.write(f"{prog}: error: {message} (see --help)\n")
+    sys.exit(2)
+
+
+@contextlib.contextmanager
+def usage_errors():
+    """Turns a ValueError from the config checks into `usage_error` (no traceback)."""
+    try:
+        yield
+    except ValueError as err:
+        usage_error(err)
+
+
+def parse_flags(argv):
+    """`app.run`'s `flags_parser`: absl's parsing (the checks run as flag
+    validators) with a bad flag reported by `usage_error`."""
+    try:
+        return absl_flags.FLAGS(argv)
+    except absl_flags.Error as err:
+        usage_error(err)
+
+
 def write_json(path, payload):
     """Writes JSON atomically: a failure never leaves a half-written file."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -98,6 +295,9 @@ def write_json(path, payload):
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(payload, f, indent=2, sort_keys=True, default=str)
+        umask = os.umask(0o022)  # mkstemp made the file 0600: give it the usual mode
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -106,6 +306,8 @@ def write_json(path, payload):
 
 
 def build_backbone(name, width, stem, image_size):
+    from keras_amix import backbones as backbones_lib
+
     check_choice("backbone", name, BACKBONES)
     check_positive("width", width)
     return backbones_lib.resnet(
@@ -115,7 +317,9 @@ def build_backbone(name, width, stem, image_size):
 
 def make_strategy(name):
     """Returns a `tf.distribute` strategy (or None) for `--strategy`."""
-    check_choice("strategy", name, ("default", "mirrored", "data_parallel"))
+    import keras
+
+    check_choice("strategy", name, STRATEGIES)
     backend = keras.backend.backend()
     if name == "mirrored":
         if backend != "tensorflow":
@@ -140,6 +344,8 @@ def load_split(cfg, info, split, per_class=None, max_examples=None, count=True):
     `per_class` keeps the first N images of each class (class-balanced);
     TFDS sources, which cannot filter by class, take N x classes instead.
     """
+    from keras_amix import data as data_lib
+
     kwargs = {}
     if per_class is not None:
         if info.source == "tfds":
@@ -164,8 +370,14 @@ def strategy_scope(strategy):
 
 
 def save_keras_atomic(model, path):
-    """`model.save(path)` through a temporary file: a failure keeps the old file."""
-    tmp = path + ".tmp.keras"
+    """`model.save(path)` through a temporary file: a failure keeps the old file.
+
+    A model with a NaN or infinite weight is refused (ValueError naming it).
+    """
+    from keras_amix.training.callbacks import check_finite_weights
+
+    check_finite_weights(model, repr(path))
+    tmp = path + TMP_KERAS
     try:
         model.save(tmp)
         os.replace(tmp, path)
@@ -174,12 +386,17 @@ def save_keras_atomic(model, path):
             os.remove(tmp)
 
 
-def datasets(cfg, num_classes=None):
+def datasets(cfg, num_classes=None, initial_epoch=0):
     """(train, test, info, steps_per_epoch) pipelines for a run config.
 
     `cfg.per_class_limit` / `cfg.test_per_class_limit` keep the first N images
     of each class (class-balanced, e.g. the DESIGN §12 budget and `--smoke`).
+    The training pipeline holds epochs `initial_epoch..cfg.epochs - 1`, each
+    shuffled and augmented as a function of (cfg.seed, epoch) (see
+    `pass_epochs`): fit it with `steps_per_epoch` and `initial_epoch`.
     """
+    from keras_amix import data as data_lib
+
     info = data_lib.info(cfg.dataset, data_dir=cfg.data_dir)
     train_raw, n_train = load_split(cfg, info, cfg.train_split, cfg.per_class_limit,
                                     cfg.max_train_examples)
@@ -194,7 +411,8 @@ def datasets(cfg, num_classes=None):
     )
     augment = None if cfg.augment == "none" else cfg.augment
     train = data_lib.pipeline(
-        train_raw, training=True, augment=augment, seed=cfg.seed, cache=True, **common
+        train_raw, training=True, augment=augment, seed=cfg.seed, cache=True,
+        **pass_epochs(cfg, initial_epoch), **common
     )
     test = data_lib.pipeline(test_raw, training=False, augment=None, cache=True, **common)
     return train, test, info, steps_per_epoch(cfg, n_train)
@@ -214,6 +432,8 @@ def steps_per_epoch(cfg, n_train):
 def cosine_sgd(cfg, lr, steps_per_epoch):
     """SGD (`cfg.momentum`, `cfg.weight_decay`) with `cfg.warmup_epochs` of linear
     warm-up to `lr`, then a cosine to 0 at the end of `cfg.epochs`."""
+    import keras
+
     total = cfg.epochs * steps_per_epoch
     warmup = cfg.warmup_epochs * steps_per_epoch
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -225,15 +445,126 @@ def cosine_sgd(cfg, lr, steps_per_epoch):
 
 
 def run_callbacks(workdir, *extra):
-    """The callbacks every training binary writes into `workdir`: a
-    BackupAndRestore backup (a killed run resumes), TensorBoard logs and
-    history.csv, then `extra`."""
+    """The callbacks every training binary writes into `workdir`, in order:
+
+    1. `TerminateOnNonFinite`: a NaN / infinite loss term raises inside the
+       batch, before anything of that epoch is written;
+    2. TensorBoard logs and history.csv (appended; `start_run` drops rows
+       the backup does not hold);
+    3. `extra`;
+    4. last, the backup (`AtomicBackupAndRestore`, never half-written and
+       never non-finite): an epoch is in history.csv before the backup counts
+       it. It is kept when `fit` ends; `finish_run` drops it once the final
+       outputs are written.
+    """
+    import keras
+
+    from keras_amix.training import callbacks
+
     return [
-        keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup")),
+        callbacks.TerminateOnNonFinite(),
         keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")),
-        keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True),
+        keras.callbacks.CSVLogger(os.path.join(workdir, HISTORY), append=True),
         *extra,
+        callbacks.AtomicBackupAndRestore(os.path.join(workdir, BACKUP), delete_checkpoint=False),
     ]
+
+
+# ------------------------------------------------------------ run lifecycle
+# A run folder is finished when it holds no backup: `finish_run` drops the
+# backup only after model.keras, the export and metrics.json are written, so
+# a kill at any point before that resumes (at worst re-doing the final
+# outputs from the complete backup, without training).
+BACKUP = "backup"
+HISTORY = "history.csv"
+TMP_KERAS = ".tmp.keras"  # save_keras_atomic's temporary file: <path>.tmp.keras
+# Left behind by a kill: export_saved_model's folders, save_keras_atomic's and
+# write_json's temporary files.
+PARTIAL_OUTPUTS = (".*.tmp-*", ".*.old-*", "*" + TMP_KERAS, "*.tmp")
+
+
+def start_run(workdir):
+    """Prepares `workdir` for `fit`; returns the epoch training resumes at.
+
+    Removes the partial outputs a killed run left (temporary export folders
+    and files), and the rows of history.csv from that epoch on (a kill
+    between history.csv and the backup, or a new run in a finished folder),
+    so that history.csv holds every epoch once.
+    """
+    import glob
+    import shutil
+
+    from keras_amix.training.callbacks import backup_epoch
+
+    for pattern in PARTIAL_OUTPUTS:
+        for path in glob.glob(os.path.join(workdir, pattern)):
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+    epoch = backup_epoch(os.path.join(workdir, BACKUP))
+    path = os.path.join(workdir, HISTORY)
+    if os.path.exists(path):
+        with open(path, newline="") as f:
+            lines = f.read().splitlines(keepends=True)
+        # A row cut by a kill has no newline; it is of an epoch the backup lacks.
+        kept = lines[:1] + [line for line in lines[1:] if line.endswith("\n")
+                            and line.strip() and int(line.split(",", 1)[0]) < epoch]
+        if epoch == 0:
+            os.remove(path)
+        elif kept != lines:
+            tmp = path + ".tmp"
+            with open(tmp, "w", newline="") as f:
+                f.writelines(kept)
+            os.replace(tmp, path)
+    return epoch
+
+
+def pass_epochs(cfg, initial_epoch):
+    """The `epochs` / `initial_epoch` of a training pipeline of `cfg` resumed
+    at `initial_epoch` (see `keras_amix.data.pipeline`)."""
+    # A complete backup (a kill while writing the final outputs) trains no
+    # epoch, but `fit` still builds the model from one batch: hold the last.
+    return dict(epochs=cfg.epochs, initial_epoch=min(initial_epoch, cfg.epochs - 1))
+
+
+def read_history(workdir):
+    """The whole run's per-epoch logs from history.csv: {name: [value per epoch]}
+    (a resumed `fit` only returns the epochs it ran)."""
+    import csv
+
+    path = os.path.join(workdir, HISTORY)
+    if not os.path.exists(path):
+        return {}
+    with open(path, newline="") as f:
+        rows = sorted(csv.DictReader(f), key=lambda row: int(row["epoch"]))
+    epochs = [int(row["epoch"]) for row in rows]
+    if epochs != list(range(len(rows))):
+        raise ValueError(f"{path} must hold epochs 0..{len(rows) - 1} once each; "
+                         f"it holds {epochs}.")
+    names = [name for name in (rows[0] if rows else {}) if name != "epoch"]
+    return {name: [float(row[name]) if row[name] not in ("", "NA") else float("nan")
+                   for row in rows] for name in names}
+
+
+def finish_run(workdir):
+    """Drops the backup: call it once every final output is written."""
+    import shutil
+
+    shutil.rmtree(os.path.join(workdir, BACKUP), ignore_errors=True)
+
+
+def set_determinism(seed, deterministic):
+    """Seeds Python, NumPy and the backend; with `deterministic`, also makes
+    TensorFlow's ops deterministic (same weights on a rerun, and on a resume
+    at an epoch boundary). JAX on CPU is deterministic already."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    if deterministic and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
 
 
 def median_last(values, n=10):

@@ -13,11 +13,15 @@ the epochs (epochs 30 and 60 of 100), and the test top-1 is reported.
 * the whole `model.keras` of a keras-amix model (its backbone is used);
 * a SavedModel folder written by `keras_amix.export.export_saved_model`
   (`serve_float32` endpoint: [0, 1] images -> features; it normalises the
-  images itself). Needs the TensorFlow backend.
+  images itself). Needs the TensorFlow backend and `--trust_saved_model`:
+  loading a SavedModel runs whatever graph it holds, while a `.keras` file
+  loads in Keras' safe mode.
 
-A file that is none of these, or an encoder whose BatchNorm statistics were
-never updated (an untrained network), is refused with a ValueError before
-any training.
+A file that is none of these, a classifier (a model ending in a Dense or
+softmax head, or whose outputs are probabilities: rows >= 0 summing to 1,
+e.g. linear_eval's own classifier.keras or train_supervised's export/), or an
+encoder whose BatchNorm statistics were never updated (an untrained network),
+is refused with a ValueError naming the file before any training.
 
 `--augment=none` (default) computes the features once and trains the linear
 layer on them, which is exact for a frozen encoder without augmentation and
@@ -66,6 +70,7 @@ class Config:
     max_train_examples: int = None
     max_test_examples: int = None
     seed: int = 0
+    trust_saved_model: bool = False  # a SavedModel encoder runs its own graph
 
 
 PRESETS = {
@@ -80,14 +85,20 @@ PRESETS = {
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("preset", "demo", sorted(PRESETS), "Starting configuration; flags override it.", allow_override=True)
-common.define_flags(Config, [
+SHARED_CHECKS = common.define_flags(Config, [
     "dataset", "data_dir", "download", "train_split", "test_split", "image_size", "epochs",
     "batch_size", "lr", "weight_decay", "momentum", "per_class_limit", "test_per_class_limit",
     "max_train_examples", "max_test_examples", "seed",
 ], train_split="Labelled split the linear layer trains on.",
    image_size="Image size (default: the encoder's input size).",
    epochs="Epochs of linear training.", batch_size="Batch size.", lr="Initial learning rate.")
-flags.DEFINE_string("encoder", None, "encoder.keras / model.keras of a keras-amix run, or a SavedModel folder.", allow_override=True)
+flags.DEFINE_string("encoder", None, "encoder.keras / model.keras of a keras-amix run, or a "
+                    "SavedModel folder (needs --trust_saved_model).", allow_override=True)
+flags.DEFINE_bool("trust_saved_model", Config.trust_saved_model,
+                  "Allow a SavedModel folder as --encoder. Loading a SavedModel runs whatever "
+                  "TensorFlow graph it holds (arbitrary ops, file access), unlike a .keras "
+                  "file, which loads in Keras' safe mode: pass it only for folders you trust.",
+                  allow_override=True)
 flags.DEFINE_string("augment", Config.augment, "none (features computed once) | cifar | imagenet", allow_override=True)
 flags.DEFINE_list("decay_at", ["0.3", "0.6"], "Fractions of the epochs where lr is multiplied by 0.1.", allow_override=True)
 flags.DEFINE_bool("smoke", False, "Tiny and fast: a few images per class, 2 epochs.", allow_override=True)
@@ -96,13 +107,36 @@ flags.DEFINE_string("workdir", "runs/linear_eval", "Output folder.", allow_overr
 CONFIG_FLAGS = [f.name for f in dataclasses.fields(Config)]
 
 
-def resolve_config():
-    cfg = common.resolve(PRESETS[FLAGS.preset], FLAGS, CONFIG_FLAGS)
+def _check_decay_at(name, value):
     try:
-        decay_at = tuple(float(v) for v in cfg.decay_at)
-    except ValueError:
-        raise ValueError(f"`--decay_at` must be fractions; received {cfg.decay_at!r}.") from None
-    cfg = dataclasses.replace(cfg, decay_at=decay_at)
+        fractions = [float(v) for v in value]
+    except (TypeError, ValueError):
+        raise ValueError(f"`--{name}` must be fractions; received {value!r}.") from None
+    if any(not 0.0 < f < 1.0 for f in fractions) or fractions != sorted(fractions):
+        raise ValueError(
+            f"`--{name}` must be increasing fractions in (0, 1); received {tuple(value)!r}."
+        )
+
+
+# Every flag's own check, run when the flags are parsed and again on the
+# resolved config (common.check_fields).
+CHECKS = {
+    **SHARED_CHECKS,
+    "encoder": common.text(optional=True),  # required: validate() says so
+    "image_size": common.number(1, integer=True, optional=True),
+    "augment": common.choice(("none", "cifar", "imagenet")),
+    "decay_at": _check_decay_at,
+    "workdir": common.text(),
+}
+common.register_checks(CHECKS)
+
+
+def resolve_config():
+    """The config of the flags (preset, then the flags set, then --smoke),
+    checked in plain Python: a ValueError names the bad flag."""
+    cfg = common.resolve(PRESETS[FLAGS.preset], FLAGS, CONFIG_FLAGS)
+    _check_decay_at("decay_at", cfg.decay_at)
+    cfg = dataclasses.replace(cfg, decay_at=tuple(float(v) for v in cfg.decay_at))
     if FLAGS.smoke:
         smoke = dict(epochs=2, batch_size=16, per_class_limit=8, test_per_class_limit=4,
                      max_train_examples=None, max_test_examples=None)
@@ -115,19 +149,18 @@ def resolve_config():
 
 
 def validate(cfg):
+    """Checks `cfg` in plain Python (no Keras is imported)."""
     if not cfg.encoder:
         raise ValueError("`--encoder` is required: an encoder .keras file or a SavedModel folder.")
-    common.check_choice("augment", cfg.augment, ("none", "cifar", "imagenet"))
-    for name in ("epochs", "batch_size", "lr"):
-        common.check_positive(name, getattr(cfg, name))
-    if cfg.image_size is not None:
-        common.check_positive("image_size", cfg.image_size)
-    if any(not 0.0 < f < 1.0 for f in cfg.decay_at) or list(cfg.decay_at) != sorted(cfg.decay_at):
-        raise ValueError(
-            f"`--decay_at` must be increasing fractions in (0, 1); received {cfg.decay_at!r}."
-        )
-    if cfg.weight_decay < 0:
-        raise ValueError(f"`--weight_decay` must be >= 0; received {cfg.weight_decay!r}.")
+    common.check_fields(cfg, CHECKS)
+    common.check_data_flags(cfg)
+    if os.path.isdir(cfg.encoder) and not cfg.trust_saved_model:
+        raise ValueError(_UNTRUSTED.format(path=cfg.encoder))
+
+
+_UNTRUSTED = ("`--encoder` {path!r} is a folder, read as a SavedModel: loading one runs the "
+              "TensorFlow graph it holds. Pass --trust_saved_model if you trust it, or an "
+              "encoder.keras file instead.")
 
 
 # ------------------------------------------------------------------ encoders
@@ -162,14 +195,16 @@ def _all_layers(model):
         yield from _all_layers(layer)
 
 
-def load_encoder(path):
-    """Loads `--encoder` as a frozen `Encoder`; ValueError if it is not a trained encoder."""
+def load_encoder(path, trust_saved_model=False):
+    """Loads `--encoder` as a frozen `Encoder`; ValueError if it is not a trained
+    encoder (a classifier is refused). A SavedModel folder runs its own graph:
+    it loads only with `trust_saved_model`."""
     import keras
 
     if not path or not os.path.exists(path):
         raise ValueError(f"`--encoder` does not exist: {path!r}.")
     if os.path.isdir(path):
-        return _load_saved_model(path)
+        return _load_saved_model(path, trust_saved_model)
     if not path.endswith(".keras"):
         raise ValueError(
             f"`--encoder` must be a .keras file or a SavedModel folder; received {path!r}."
@@ -201,13 +236,14 @@ def load_encoder(path):
             f"`--encoder` {path!r} must output (B, d) features or (B, H, W, d) maps; "
             f"its output has shape {out_shape}."
         )
-    last = model.layers[-1]
-    if isinstance(last, keras.layers.Dense) or getattr(last, "activation", None) is \
-            keras.activations.softmax:
+    last = _output_layer(model)
+    if isinstance(last, (keras.layers.Dense, keras.layers.Softmax)) or getattr(
+            last, "activation", None) in (keras.activations.softmax, keras.activations.sigmoid):
         raise ValueError(
             f"`--encoder` {path!r} ends in a {type(last).__name__} layer {last.name!r}: a "
             "classifier head, not an encoder. Pass the encoder.keras a training run wrote."
         )
+    _refuse_probabilities(model, path)
     if _never_trained(model):
         raise ValueError(
             f"`--encoder` {path!r} was never trained: every BatchNorm layer still holds its "
@@ -218,6 +254,42 @@ def load_encoder(path):
     return Encoder(model=model, normalizes_inputs=False, image_size=size)
 
 
+def _output_layer(model):
+    """The layer that computes `model`'s output, looking inside nested models
+    (linear_eval's own classifier.keras ends in a Sequential head)."""
+    import keras
+
+    layer = model
+    while isinstance(layer, keras.Model) and getattr(layer, "outputs", None):
+        inner = layer.outputs[0]._keras_history.operation
+        if inner is layer:
+            break
+        layer = inner
+    return layer
+
+
+def _refuse_probabilities(model, path, image_size=32):
+    """ValueError if `model` maps images to class probabilities (rows >= 0
+    summing to 1): a classifier, whatever its layers are called."""
+    import keras
+    import numpy as np
+
+    shape = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else (None,) * 3
+    shape = tuple(image_size if d is None else d for d in shape[:2]) + (shape[2] or 3,)
+    x = np.random.default_rng(0).uniform(size=(4,) + shape).astype("float32")
+    try:
+        y = keras.ops.convert_to_numpy(model(x, training=False))
+    except Exception:  # e.g. a SavedModel for one fixed size: the protocol will tell
+        return
+    if y.ndim == 2 and y.shape[-1] > 1 and np.all(y >= 0) and \
+            np.allclose(y.sum(-1), 1.0, atol=1e-3):
+        raise ValueError(
+            f"`--encoder` {path!r} outputs class probabilities (rows sum to 1): a "
+            "classifier, not an encoder. Pass the encoder.keras or the embeddings "
+            "SavedModel a self-supervised run wrote."
+        )
+
+
 def _pooled(model):
     import keras
 
@@ -226,11 +298,13 @@ def _pooled(model):
     return keras.Model(inputs, outputs, name=f"{model.name}_pooled")
 
 
-def _load_saved_model(path):
+def _load_saved_model(path, trust_saved_model):
     import keras
 
     if not os.path.exists(os.path.join(path, "saved_model.pb")):
         raise ValueError(f"`--encoder` folder {path!r} holds no saved_model.pb.")
+    if not trust_saved_model:
+        raise ValueError(_UNTRUSTED.format(path=path))
     if keras.backend.backend() != "tensorflow":
         raise ValueError(
             "A SavedModel `--encoder` needs KERAS_BACKEND=tensorflow; the backend is "
@@ -248,6 +322,7 @@ def _load_saved_model(path):
     if isinstance(outputs, dict):
         outputs = outputs["output"]
     model = keras.Model(inputs, outputs, name="saved_model_encoder")
+    _refuse_probabilities(model, path)  # e.g. train_supervised's export/
     model.trainable = False
     return Encoder(model=model, normalizes_inputs=True)
 
@@ -290,8 +365,9 @@ def evaluate(cfg, workdir):
 
     from keras_amix import data as data_lib
     from keras_amix.training.callbacks import EpochTimer
+    from keras_amix.training.callbacks import TerminateOnNonFinite
 
-    encoder = load_encoder(cfg.encoder)  # refuses a bad file before any work
+    encoder = load_encoder(cfg.encoder, cfg.trust_saved_model)  # refuses a bad file first
     keras.utils.set_random_seed(cfg.seed)
     info = data_lib.info(cfg.dataset, data_dir=cfg.data_dir)
     image_size = cfg.image_size or encoder.image_size
@@ -321,6 +397,7 @@ def evaluate(cfg, workdir):
             seed=cfg.seed, cache=True, drop_remainder=False, **stats)
 
     timer = EpochTimer()
+    callbacks = [TerminateOnNonFinite(), timer]  # a diverged run stops with an error
     if cfg.augment == "none":
         # Frozen encoder, no augmentation: the features never change; compute
         # them once and train the linear layer on the arrays.
@@ -335,7 +412,7 @@ def evaluate(cfg, workdir):
         _compile(head, cfg, steps)
         history = head.fit(x_train, y_train, batch_size=cfg.batch_size, epochs=cfg.epochs,
                            validation_data=(x_test, y_test), shuffle=True, verbose=2,
-                           callbacks=[timer])
+                           callbacks=callbacks)
         top1 = float(head.evaluate(x_test, y_test, verbose=0, return_dict=True)["top1"])
         feature_dim = x_train.shape[-1]
     else:
@@ -348,7 +425,7 @@ def evaluate(cfg, workdir):
         test_ds = images(test_raw, training=False, augment=None)
         history = model.fit(images(train_raw, training=True, augment=cfg.augment),
                             epochs=cfg.epochs, validation_data=test_ds, verbose=2,
-                            shuffle=False, callbacks=[timer])  # the pipeline shuffles
+                            shuffle=False, callbacks=callbacks)  # the pipeline shuffles
         top1 = float(model.evaluate(test_ds, verbose=0, return_dict=True)["top1"])
     val_top1 = [float(v) for v in history.history.get("val_top1", [])]
     metrics = dict(
@@ -372,10 +449,11 @@ def evaluate(cfg, workdir):
 
 
 def main(argv):
-    del argv
-    cfg = resolve_config()
+    with common.usage_errors():  # a bad flag: one usage line, no traceback
+        common.no_arguments(argv)
+        cfg = resolve_config()  # plain Python: Keras is not imported yet
     evaluate(cfg, FLAGS.workdir)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=common.parse_flags)

@@ -73,6 +73,7 @@ class Config:
     seed: int = 0
     strategy: str = "default"
     export: bool = True
+    deterministic: bool = False  # TF_ENABLE_ONEDNN_OPTS=0 and TF op determinism
     export_embedding: str = "features"  # "features" (pooled backbone) or "projection"
 
 
@@ -95,10 +96,10 @@ PRESETS = {
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("preset", "demo", sorted(PRESETS), "Starting configuration; flags override it.", allow_override=True)
-common.define_flags(Config, [
+SHARED_CHECKS = common.define_flags(Config, [
     "dataset", "data_dir", "download", "train_split", "image_size", "backbone", "width",
     "stem", "alpha", "epochs", "batch_size", "lr", "weight_decay", "momentum", "warmup_epochs",
-    "per_class_limit", "max_train_examples", "seed", "strategy", "export",
+    "per_class_limit", "max_train_examples", "seed", "strategy", "export", "deterministic",
 ], train_split="Split to train on (labels unused).", image_size="View size (square).")
 flags.DEFINE_string("method", Config.method, "|".join(METHODS), allow_override=True)
 flags.DEFINE_float("mix_weight", Config.mix_weight, "Weight of the mixup loss term.", allow_override=True)
@@ -114,10 +115,29 @@ flags.DEFINE_bool("smoke", False, "Tiny and fast: a few batches of small images,
 flags.DEFINE_string("workdir", "runs/selfsup", "Output folder (resumes if it holds a backup).", allow_override=True)
 
 CONFIG_FLAGS = [f.name for f in dataclasses.fields(Config)]
+# Every flag's own check, run when the flags are parsed and again on the
+# resolved config (common.check_fields); combinations are checked in validate().
+CHECKS = {
+    **SHARED_CHECKS,
+    "method": common.choice(METHODS),
+    "mix_weight": common.number(0, low_open=True),
+    "projection_dim": common.number(1, integer=True),
+    "hidden_dim": common.number(1, integer=True),
+    "queue_size": common.number(1, integer=True),
+    "temperature": common.number(0, low_open=True),
+    "key_momentum": common.number(0, 1),
+    "export_embedding": common.choice(("features", "projection")),
+    "workdir": common.text(),
+}
+common.register_checks(CHECKS)
 
 
 def resolve_config():
+    """The config of the flags (preset, then the flags set, then --smoke),
+    checked in plain Python: a ValueError names the bad flag."""
     cfg = common.resolve(PRESETS[FLAGS.preset], FLAGS, CONFIG_FLAGS)
+    if cfg.method == "mocov2":
+        common.refuse_unused(FLAGS, ["mix_weight"], "with --method=mocov2 (no mixup term)")
     if FLAGS.smoke:
         smoke = dict(epochs=min(cfg.epochs, 2), batch_size=8, per_class_limit=4,
                      max_train_examples=None, image_size=min(cfg.image_size, 16),
@@ -128,6 +148,8 @@ def resolve_config():
                      "projection_dim"):
             if FLAGS[name].present:
                 smoke.pop(name)
+        if not FLAGS["warmup_epochs"].present:  # a warm-up shorter than the smoke run
+            smoke["warmup_epochs"] = min(cfg.warmup_epochs, smoke.get("epochs", cfg.epochs) - 1)
         cfg = dataclasses.replace(cfg, **smoke)
     if cfg.alpha is None and cfg.method in DEFAULT_ALPHA:
         cfg = dataclasses.replace(cfg, alpha=DEFAULT_ALPHA[cfg.method])
@@ -136,17 +158,13 @@ def resolve_config():
 
 
 def validate(cfg):
-    common.check_choice("method", cfg.method, METHODS)
-    common.check_choice("backbone", cfg.backbone, common.BACKBONES)
-    common.check_choice("stem", cfg.stem, ("cifar", "imagenet"))
-    common.check_choice("export_embedding", cfg.export_embedding, ("features", "projection"))
-    for name in ("width", "epochs", "batch_size", "image_size", "lr", "projection_dim",
-                 "hidden_dim", "queue_size", "temperature"):
-        common.check_positive(name, getattr(cfg, name))
-    if cfg.alpha is not None and cfg.alpha <= 0:
-        raise ValueError(f"`--alpha` must be > 0; received {cfg.alpha!r}.")
-    if not 0.0 <= cfg.key_momentum <= 1.0:
-        raise ValueError(f"`--key_momentum` must be in [0, 1]; received {cfg.key_momentum!r}.")
+    """Checks `cfg` in plain Python (no Keras is imported)."""
+    common.check_fields(cfg, CHECKS)
+    common.check_warmup(cfg)
+    common.check_data_flags(cfg)
+    if cfg.alpha is not None and cfg.method not in DEFAULT_ALPHA:
+        raise ValueError(f"`--alpha` has no effect with --method={cfg.method}; "
+                         f"received {cfg.alpha}.")
     if cfg.queue_size < cfg.batch_size:
         raise ValueError(
             f"`--queue_size` must be >= `--batch_size` ({cfg.batch_size}); "
@@ -174,8 +192,9 @@ def build_model(cfg):
     )
 
 
-def train_dataset(cfg):
-    """(two-view training pipeline, data set info, steps per epoch)."""
+def train_dataset(cfg, initial_epoch=0):
+    """(two-view training pipeline of epochs initial_epoch..cfg.epochs - 1, each
+    randomised by (cfg.seed, epoch), data set info, steps per epoch)."""
     from keras_amix import data as data_lib
 
     info = data_lib.info(cfg.dataset, data_dir=cfg.data_dir)
@@ -183,21 +202,27 @@ def train_dataset(cfg):
                                      cfg.max_train_examples)
     steps = common.steps_per_epoch(cfg, n_train)
     ds = data_lib.two_view_pipeline(raw, batch_size=cfg.batch_size, image_size=cfg.image_size,
-                                    mean=info.mean, std=info.std, seed=cfg.seed, cache=True)
+                                    mean=info.mean, std=info.std, seed=cfg.seed, cache=True,
+                                    **common.pass_epochs(cfg, initial_epoch))
     return ds, info, steps
 
 
 def train(cfg, workdir, extra_callbacks=()):
-    """Trains `cfg` into `workdir`; returns the metrics dict written to metrics.json."""
+    """Trains `cfg` into `workdir`; returns the metrics dict written to metrics.json.
+
+    Resumes from `workdir/backup` at the epoch it holds (the data pipeline
+    too); the backup is dropped only once every output is written.
+    """
     import keras
 
     from keras_amix import export as export_lib
     from keras_amix.training.callbacks import EpochTimer
 
-    keras.utils.set_random_seed(cfg.seed)
+    common.set_determinism(cfg.seed, cfg.deterministic)
     os.makedirs(workdir, exist_ok=True)
+    initial_epoch = common.start_run(workdir)
     strategy = common.make_strategy(cfg.strategy)
-    train_ds, info, steps = train_dataset(cfg)
+    train_ds, info, steps = train_dataset(cfg, initial_epoch)
     common.write_json(
         os.path.join(workdir, "config.json"),
         dict(dataclasses.asdict(cfg), backend=keras.backend.backend(), steps_per_epoch=steps,
@@ -208,11 +233,11 @@ def train(cfg, workdir, extra_callbacks=()):
         model.compile(optimizer=common.cosine_sgd(cfg, cfg.lr, steps))
     timer = EpochTimer()
     callbacks = common.run_callbacks(workdir, timer, *extra_callbacks)
-    history = model.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps,
-                        callbacks=callbacks, verbose=2, shuffle=False)  # tf.data shuffles
+    model.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps, initial_epoch=initial_epoch,
+              callbacks=callbacks, verbose=2, shuffle=False)  # tf.data shuffles
     metrics = dict(
-        history={k: [float(v) for v in vals] for k, vals in history.history.items()},
-        seconds_per_epoch=timer.seconds,
+        history=common.read_history(workdir),  # every epoch, resumed runs included
+        seconds_per_epoch=timer.seconds,  # the epochs this process ran
         dataset=cfg.dataset,
         method=cfg.method,
         steps_per_epoch=steps,
@@ -227,16 +252,20 @@ def train(cfg, workdir, extra_callbacks=()):
             mean=info.mean, std=info.std, output="embeddings", overwrite=True,
         )
     common.write_json(os.path.join(workdir, "metrics.json"), metrics)
+    common.finish_run(workdir)
     last = metrics["history"].get("loss", [float("nan")])[-1]
     print(f"final loss {last:.4f}; encoder in {os.path.join(workdir, 'encoder.keras')}")
     return metrics
 
 
 def main(argv):
-    del argv
-    cfg = resolve_config()
+    with common.usage_errors():  # a bad flag: one usage line, no traceback
+        common.no_arguments(argv)
+        cfg = resolve_config()  # plain Python: Keras is not imported yet
+    if cfg.deterministic:
+        os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"  # read when TensorFlow loads
     train(cfg, FLAGS.workdir)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=common.parse_flags)

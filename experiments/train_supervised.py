@@ -64,6 +64,7 @@ class Config:
     seed: int = 0
     strategy: str = "default"
     export: bool = True
+    deterministic: bool = False  # TF_ENABLE_ONEDNN_OPTS=0 and TF op determinism
     export_encoder: str = "online"  # AutoMix/AMix: "online" or "momentum"
     # AutoMix / AMix (DESIGN §5): l = 3, beta = 0.1, eps = 0.1 live in the
     # Mix Block presets; `settings` picks the paper's or the official code's.
@@ -106,11 +107,11 @@ FLAGS = flags.FLAGS
 # allow_override: the binaries share flag names and the tests import several of them
 # into one process.
 flags.DEFINE_enum("preset", "demo", sorted(PRESETS), "Starting configuration; flags override it.", allow_override=True)
-common.define_flags(Config, [
+SHARED_CHECKS = common.define_flags(Config, [
     "dataset", "data_dir", "download", "train_split", "test_split", "image_size", "backbone",
     "width", "stem", "alpha", "epochs", "batch_size", "lr", "weight_decay", "momentum",
     "warmup_epochs", "per_class_limit", "test_per_class_limit", "max_train_examples",
-    "max_test_examples", "seed", "strategy", "export",
+    "max_test_examples", "seed", "strategy", "export", "deterministic",
 ], image_size="Training image size (square).")
 flags.DEFINE_string("augment", Config.augment, "Augmentation preset: cifar | imagenet | none.", allow_override=True)
 flags.DEFINE_string("method", Config.method, "|".join(METHODS), allow_override=True)
@@ -120,8 +121,9 @@ flags.DEFINE_enum("settings", Config.settings, ["paper", "official"],
                   "AutoMix/AMix: the paper's Mix Block settings or the official code's "
                   "(ELU, no dropout, fixed gamma=1, lam adjusting p=0.25, lam margin 0.08, "
                   "momentum to 0.999999; AutoMix without a lam input).", allow_override=True)
-flags.DEFINE_string("mix_loss", Config.mix_loss, "Mix Block loss: ce | pbce | ce+pbce | bce | ce+bce", allow_override=True)
-flags.DEFINE_string("feature_stage", Config.feature_stage, "Backbone stage read by the Mix Block.", allow_override=True)
+flags.DEFINE_string("mix_loss", Config.mix_loss, "Mix Block loss: " + " | ".join(common.MIX_LOSSES), allow_override=True)
+flags.DEFINE_string("feature_stage", Config.feature_stage, "Backbone stage read by the Mix Block: "
+                    + " | ".join(common.FEATURE_STAGES), allow_override=True)
 flags.DEFINE_float("momentum_base", Config.momentum_base, "EMA momentum at the start.", allow_override=True)
 flags.DEFINE_float("momentum_final", None, "EMA momentum at the end (cosine).", allow_override=True)
 flags.DEFINE_float("phi_lr", None, "Separate learning rate of the Mix Block (cosine to 0).", allow_override=True)
@@ -135,11 +137,38 @@ flags.DEFINE_bool("smoke", False, "Tiny and fast: a few batches of small images,
 flags.DEFINE_string("workdir", "runs/supervised", "Output folder (resumes if it holds a backup).", allow_override=True)
 
 CONFIG_FLAGS = [f.name for f in dataclasses.fields(Config)]
+AUGMENTS = ("cifar", "imagenet", "none")
+# Every flag's own check, run when the flags are parsed and again on the
+# resolved config (common.check_fields); combinations are checked in validate().
+CHECKS = {
+    **SHARED_CHECKS,
+    "augment": common.choice(AUGMENTS),
+    "method": common.choice(METHODS),
+    "export_encoder": common.choice(("online", "momentum")),
+    "settings": common.choice(("paper", "official")),
+    "mix_loss": common.choice(common.MIX_LOSSES),
+    "feature_stage": common.choice(common.FEATURE_STAGES),
+    "momentum_base": common.number(0, 1),
+    "momentum_final": common.number(0, 1, optional=True),
+    "phi_lr": common.number(0, low_open=True, optional=True),
+    "mix_block": lambda name, items: [_split_switch(item) for item in items],
+    "mask_summary_every": common.number(0, integer=True),
+    "workdir": common.text(),
+}
+common.register_checks(CHECKS)
+# Flags only AutoMix / AMix read.
+LEARNED_FLAGS = ("export_encoder", "settings", "mix_loss", "feature_stage", "momentum_base",
+                 "momentum_final", "phi_lr", "mix_block", "mask_summary_every")
 
 
 def resolve_config():
+    """The config of the flags (preset, then the flags set, then --smoke),
+    checked in plain Python: a ValueError names the bad flag."""
     cfg = common.resolve(PRESETS[FLAGS.preset], FLAGS, CONFIG_FLAGS)
     cfg = dataclasses.replace(cfg, mix_block=tuple(cfg.mix_block))
+    if cfg.method not in LEARNED_METHODS:
+        common.refuse_unused(FLAGS, LEARNED_FLAGS, f"with --method={cfg.method} "
+                             f"(only with {'|'.join(LEARNED_METHODS)})")
     if FLAGS.smoke:
         # A class-balanced handful: 8 training and 4 test images per class.
         smoke = dict(epochs=min(cfg.epochs, 2), batch_size=8, per_class_limit=8,
@@ -150,6 +179,8 @@ def resolve_config():
         for name in ("epochs", "image_size", "batch_size"):
             if FLAGS[name].present:
                 smoke.pop(name)
+        if not FLAGS["warmup_epochs"].present:  # a warm-up shorter than the smoke run
+            smoke["warmup_epochs"] = min(cfg.warmup_epochs, smoke.get("epochs", cfg.epochs) - 1)
         cfg = dataclasses.replace(cfg, **smoke)
     if cfg.alpha is None and cfg.method in DEFAULT_ALPHA:
         cfg = dataclasses.replace(cfg, alpha=DEFAULT_ALPHA[cfg.method])
@@ -158,15 +189,29 @@ def resolve_config():
 
 
 def validate(cfg):
-    common.check_choice("method", cfg.method, METHODS)
-    common.check_choice("backbone", cfg.backbone, common.BACKBONES)
-    common.check_choice("stem", cfg.stem, ("cifar", "imagenet"))
-    common.check_choice("augment", cfg.augment, ("cifar", "imagenet", "none"))
-    for name in ("width", "epochs", "batch_size", "image_size", "lr"):
-        common.check_positive(name, getattr(cfg, name))
-    if cfg.alpha is not None and cfg.alpha <= 0:
-        raise ValueError(f"`--alpha` must be > 0; received {cfg.alpha!r}.")
-    mix_block_switches(cfg)  # raises on a malformed or unknown switch
+    """Checks `cfg` in plain Python (no Keras); the Mix Block switch values are
+    checked by `mix_block_switches`, which builds a MixBlock."""
+    common.check_fields(cfg, CHECKS)
+    common.check_warmup(cfg)
+    common.check_data_flags(cfg)
+    if cfg.alpha is not None and cfg.method == "vanilla":
+        raise ValueError(f"`--alpha` has no effect with --method=vanilla; received {cfg.alpha}.")
+    if cfg.method not in LEARNED_METHODS:
+        for name in ("phi_lr", "momentum_final"):
+            if getattr(cfg, name) is not None:
+                raise ValueError(f"`--{name}` applies to --method=automix|amix; received "
+                                 f"method {cfg.method!r}.")
+        if cfg.mix_block:
+            raise ValueError(f"`--mix_block` applies to --method=automix|amix; received "
+                             f"method {cfg.method!r}.")
+    else:
+        stride = common.STAGE_STRIDES[cfg.stem][cfg.feature_stage]
+        if cfg.image_size % stride:
+            raise ValueError(
+                f"`--image_size` must be a multiple of {stride}, the stride of "
+                f"--feature_stage={cfg.feature_stage} with --stem={cfg.stem}; "
+                f"received {cfg.image_size}."
+            )
     if cfg.method != "vanilla" and cfg.batch_size < 2:
         raise ValueError(
             f"`--batch_size` must be >= 2 with a mixup method ({cfg.method!r}); "
@@ -191,6 +236,13 @@ def _parse_value(text):
     return text
 
 
+def _split_switch(item):
+    name, sep, value = item.partition("=")
+    if not sep or not name:
+        raise ValueError(f"`--mix_block` takes 'switch=value'; received {item!r}.")
+    return name, value
+
+
 def mix_block_switches(cfg):
     """The Mix Block switches of a config: settings, then --mix_block overrides."""
     from keras_amix.layers.mix_block import SWITCHES
@@ -213,7 +265,10 @@ def mix_block_switches(cfg):
     if cfg.method in LEARNED_METHODS:
         from keras_amix.layers import MixBlock
 
-        MixBlock(preset=cfg.method, **switches)  # raises on a bad switch value
+        try:
+            MixBlock(preset=cfg.method, **switches)  # raises on a bad switch value
+        except ValueError as err:
+            raise ValueError(f"`--mix_block`: {err}") from None
     return switches
 
 
@@ -256,15 +311,22 @@ def make_optimizer(cfg, steps_per_epoch):
 
 
 def train(cfg, workdir, extra_callbacks=()):
-    """Trains `cfg` into `workdir`; returns the metrics dict written to metrics.json."""
+    """Trains `cfg` into `workdir`; returns the metrics dict written to metrics.json.
+
+    Resumes from `workdir/backup` at the epoch it holds (the data pipeline
+    too: epoch e sees the same order and augmentations as in an uninterrupted
+    run); the backup is dropped only once every output is written.
+    """
     import keras
 
     from keras_amix import export as export_lib
+    from keras_amix.training.callbacks import EpochTimer
 
-    keras.utils.set_random_seed(cfg.seed)
+    common.set_determinism(cfg.seed, cfg.deterministic)
     os.makedirs(workdir, exist_ok=True)
+    initial_epoch = common.start_run(workdir)
     strategy = common.make_strategy(cfg.strategy)
-    train_ds, test_ds, info, steps = common.datasets(cfg)
+    train_ds, test_ds, info, steps = common.datasets(cfg, initial_epoch=initial_epoch)
     common.write_json(
         os.path.join(workdir, "config.json"),
         dict(dataclasses.asdict(cfg), backend=keras.backend.backend(),
@@ -273,28 +335,28 @@ def train(cfg, workdir, extra_callbacks=()):
     with common.strategy_scope(strategy):
         model = build_model(cfg, info.num_classes, total_steps=cfg.epochs * steps)
         model.compile(optimizer=make_optimizer(cfg, steps))
-    from keras_amix.training.callbacks import EpochTimer
-
     timer = EpochTimer()
-    callbacks = common.run_callbacks(workdir, timer, *extra_callbacks)
+    extra = [timer]
     if cfg.method in LEARNED_METHODS and cfg.mask_summary_every > 0:
         from keras_amix.training.callbacks import MixImageSummary
 
         mask_images = next(iter(test_ds))[0].numpy()[:8]  # normalised, as the model sees them
-        callbacks.append(MixImageSummary(
+        extra.append(MixImageSummary(
             os.path.join(workdir, "tensorboard", "masks"), mask_images, mean=info.mean,
             std=info.std, seed=cfg.seed, every_n_epochs=cfg.mask_summary_every))
-    history = model.fit(
+    model.fit(
         train_ds, validation_data=test_ds, epochs=cfg.epochs, steps_per_epoch=steps,
-        callbacks=callbacks, verbose=2, shuffle=False,  # the tf.data pipeline shuffles
+        initial_epoch=initial_epoch, callbacks=common.run_callbacks(
+            workdir, *extra, *extra_callbacks),
+        verbose=2, shuffle=False,  # the tf.data pipeline shuffles
     )
     results = model.evaluate(test_ds, return_dict=True, verbose=0)
-    top1 = history.history.get("val_top1", [])
+    history = common.read_history(workdir)  # every epoch, resumed runs included
     metrics = dict(
         final_top1=float(results["top1"]),
-        median_last10_top1=float(common.median_last(top1)),
-        history={k: [float(v) for v in vals] for k, vals in history.history.items()},
-        seconds_per_epoch=timer.seconds,
+        median_last10_top1=float(common.median_last(history.get("val_top1", []))),
+        history=history,
+        seconds_per_epoch=timer.seconds,  # the epochs this process ran
         dataset=cfg.dataset,
         method=cfg.method,
     )
@@ -308,16 +370,22 @@ def train(cfg, workdir, extra_callbacks=()):
             mean=info.mean, std=info.std, overwrite=True,
         )
     common.write_json(os.path.join(workdir, "metrics.json"), metrics)
+    common.finish_run(workdir)
     print(f"test top-1 {metrics['final_top1']:.4f} (median of the last 10 epochs "
           f"{metrics['median_last10_top1']:.4f}); outputs in {workdir}")
     return metrics
 
 
 def main(argv):
-    del argv
-    cfg = resolve_config()
+    with common.usage_errors():  # a bad flag: one usage line, no traceback
+        common.no_arguments(argv)
+        cfg = resolve_config()  # plain Python: Keras is not imported yet
+        if cfg.deterministic:
+            os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"  # read when TensorFlow loads
+        if cfg.method in LEARNED_METHODS:
+            mix_block_switches(cfg)  # imports Keras: builds a MixBlock to check the switches
     train(cfg, FLAGS.workdir)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=common.parse_flags)

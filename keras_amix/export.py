@@ -13,6 +13,8 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from keras_amix.training.callbacks import check_finite_weights
+
 _OUTPUTS = ("probabilities", "logits", "embeddings")
 
 
@@ -26,6 +28,19 @@ def _as_channel_vector(values, arg):
     if not values:
         raise ValueError(f"`{arg}` must not be empty. Received: {arg}={values!r}")
     return values
+
+
+def _usual_modes(folder):
+    """Gives `folder` (0700 from `mkdtemp`) and everything in it the modes of
+    a plain `mkdir` / `open`: 0777 and 0666 masked by the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o777 & ~umask)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~umask)
 
 
 def _input_channels(model):
@@ -72,7 +87,11 @@ def export_saved_model(
     and renamed into place when complete. On failure the temporary folder is
     removed and an existing export at `path` is left untouched; with
     `overwrite=True` the old export is replaced only after the new one is
-    complete. `path` must be a local directory path.
+    complete. `path` must be a local directory path. The folder gets the
+    modes of a plain `mkdir` (0755 under umask 022), its files 0644.
+
+    A model with a NaN or infinite weight (a diverged run) is refused with
+    a ValueError naming the first such variable.
 
     Args:
         model: a built Keras model mapping normalised float images to logits
@@ -125,6 +144,7 @@ def export_saved_model(
             f"`model` {model.name!r} is not built: call it on a batch (or build it) "
             "before exporting."
         )
+    check_finite_weights(model, f"the SavedModel {os.fspath(path)!r}")
     mean = _as_channel_vector(mean, "mean")
     std = _as_channel_vector(std, "std")
     if mean is not None and std is not None and len(mean) != len(std):
@@ -243,6 +263,7 @@ def export_saved_model(
     backup = None
     try:
         archive.write_out(tmp, verbose=verbose)
+        _usual_modes(tmp)
         if os.path.exists(path):
             backup = tempfile.mkdtemp(prefix=f".{base}.old-", dir=parent)
             os.rmdir(backup)

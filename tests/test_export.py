@@ -227,3 +227,31 @@ def test_existing_path_without_overwrite_raises_before_work(tmp_path, monkeypatc
 def test_unsupported_backend_raises_clear_error(tmp_path):
     with pytest.raises(ValueError, match="tensorflow or jax"):
         export_saved_model(_tiny_classifier(), tmp_path / "export")
+
+
+@needs_export_backend
+def test_non_finite_weights_are_refused_before_any_work(tmp_path, monkeypatch):
+    model = _tiny_classifier()
+    dense = model.layers[-1]
+    kernel = keras.ops.convert_to_numpy(dense.kernel).copy()
+    kernel[0, 0] = np.nan
+    dense.kernel.assign(kernel)
+    monkeypatch.setattr(keras.export, "ExportArchive", _NoWork)
+    with pytest.raises(ValueError, match="non-finite|NaN") as info:
+        export_saved_model(model, tmp_path / "export")
+    assert dense.kernel.path in str(info.value)
+    assert os.listdir(tmp_path) == []
+
+
+@needs_export_backend
+def test_export_has_the_modes_of_a_plain_mkdir(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        path = export_saved_model(_tiny_classifier(), tmp_path / "export")
+    finally:
+        os.umask(umask)
+    modes = {os.path.relpath(os.path.join(root, name), path): os.stat(os.path.join(root, name)).st_mode & 0o777
+             for root, dirs, files in os.walk(path) for name in dirs + files}
+    assert os.stat(path).st_mode & 0o777 == 0o755
+    assert modes["saved_model.pb"] == 0o644 and modes["variables"] == 0o755
+    assert set(modes.values()) <= {0o755, 0o644}

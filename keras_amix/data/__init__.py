@@ -2,7 +2,10 @@
 
 Public API:
     load(name_or_path, split, *, data_dir=None, download=False, with_ids=False,
-         shuffle_files=False, per_class_limit=None) -> tf.data.Dataset
+         shuffle_files=False, per_class_limit=None, skip_corrupt=False) -> tf.data.Dataset
+        (refuses non-finite .npz pixels, empty class folders and undecodable
+        image files with a ValueError naming them; skip_corrupt=True drops
+        the files instead and logs their count)
     info(name_or_path, data_dir=None) -> DatasetInfo
     DATASETS: dict name -> DatasetInfo
     pipeline(ds, *, batch_size, num_classes, training, ...) -> tf.data.Dataset

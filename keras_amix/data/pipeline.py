@@ -10,9 +10,19 @@ Outputs (what `model.fit` receives):
 - `two_view_pipeline`: `({"view1": x1, "view2": x2[, "ids": ids]}, labels)`,
   labels int64 (-1 for unlabelled samples).
 
-Randomness: one stateless seed per batch from
-`tf.data.Dataset.random(seed, rerandomize_each_iteration=True)`: a fixed `seed`
-repeats the whole run (shuffle included), each epoch gets new draws.
+Randomness: one stateless seed per batch (and per image where images are
+resized one by one). Two modes:
+
+- `epochs=None` (default): the dataset is one pass over the data; each new
+  iteration (Keras starts one per epoch) reshuffles and draws new seeds from
+  `tf.data.Dataset.random(seed, rerandomize_each_iteration=True)`. A fixed
+  `seed` repeats the whole run, but a restarted process starts again at the
+  first epoch's draws.
+- `epochs=N`: the dataset holds passes `initial_epoch, ..., N - 1` back to
+  back, and pass e's shuffle and seeds are a function of `(seed, e)` only
+  (`_pass_keys`). A run resumed at epoch e with `initial_epoch=e` sees the
+  same order and augmentations as an uninterrupted one. Train on it with
+  `model.fit(ds, epochs=N, initial_epoch=e, steps_per_epoch=batches per pass)`.
 
 Speed: images of a known static size (TFDS CIFAR/STL, digits, `.npz`) are
 batched first and augmented with vectorised per-image ops. Images of varying
@@ -76,11 +86,83 @@ def _static_hw(ds):
     return None
 
 
-def _seed_stream(seed, offset=0):
-    """An infinite dataset of stateless seeds, new each epoch."""
+def _seed_stream(seed, offset=0, keys=None):
+    """An infinite dataset of stateless seeds, shape (2,) int64.
+
+    `keys=None`: new draws at each iteration of the dataset. Otherwise
+    `keys` are the pass keys of `_pass_keys` and seed i is `(keys[1 + offset], i)`.
+    """
+    if keys is not None:
+        return tf.data.Dataset.counter().map(lambda i: tf.stack([keys[1 + offset], i]))
     base = None if seed is None else seed + offset
     stream = tf.data.Dataset.random(seed=base, rerandomize_each_iteration=True)
     return stream.map(lambda r: tf.stack([r, tf.constant(offset, tf.int64)]))
+
+
+def _pass_keys(seed, epoch):
+    """Three int64 keys of pass `epoch`, a function of `(seed, epoch)` only:
+    the shuffle seed, then the keys of the per-batch and per-image seeds."""
+    return tf.random.stateless_uniform(
+        [3], seed=tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)]),
+        minval=None, maxval=None, dtype=tf.int64)
+
+
+def _check_epochs(epochs, initial_epoch, seed):
+    if epochs is None:
+        if initial_epoch:
+            raise ValueError(
+                f"`initial_epoch` needs `epochs`; received initial_epoch={initial_epoch!r} "
+                "with epochs=None."
+            )
+        return
+    _check_positive_int(epochs, "epochs")
+    if (not isinstance(initial_epoch, int) or isinstance(initial_epoch, bool)
+            or not 0 <= initial_epoch < epochs):
+        raise ValueError(
+            f"`initial_epoch` must be an int in [0, epochs={epochs}); "
+            f"received initial_epoch={initial_epoch!r}."
+        )
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ValueError(
+            f"`epochs` makes each pass a function of (seed, epoch): it needs an int `seed`; "
+            f"received seed={seed!r}."
+        )
+
+
+def _passes(ds, one_pass, seed, epochs, initial_epoch):
+    """`one_pass(ds, keys)` once (keys None), or passes initial_epoch..epochs-1."""
+    if epochs is None:
+        return one_pass(ds, None)
+    return tf.data.Dataset.range(initial_epoch, epochs).flat_map(
+        lambda epoch: one_pass(ds, _pass_keys(seed, epoch)))
+
+
+def _shuffle(ds, buffer, seed, keys):
+    """`ds.shuffle(buffer)` (keys None), or a stateless shuffle of pass `keys`:
+    each window of `buffer` consecutive elements (the whole data set when it
+    has no more) is permuted by `stateless_shuffle` with the seed
+    `(keys[0], window index)`. (`Dataset.shuffle` cannot take a per-pass
+    tensor seed once a global seed is set.) Windows keep their order."""
+    if not buffer:
+        return ds
+    if keys is None:
+        return ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    specs = ds.element_spec
+
+    def permute(index, window):
+        first = tf.nest.flatten(window)[0]
+        rows = first.nrows() if isinstance(first, tf.RaggedTensor) else tf.shape(first)[0]
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(rows), tf.stack([keys[0], index]))
+        return tf.nest.map_structure(lambda part: tf.gather(part, order), window)
+
+    def dense(*element):  # images of varying size were batched as ragged rows
+        return tuple(
+            tf.ensure_shape(part.to_tensor() if isinstance(part, tf.RaggedTensor) else part,
+                            spec.shape)
+            for part, spec in zip(element, specs))
+
+    return ds.ragged_batch(buffer).enumerate().map(permute).unbatch().map(dense)
 
 
 def _resize_shorter_center_crop(images, size):
@@ -146,6 +228,8 @@ def pipeline(
     drop_remainder=None,
     seed=None,
     cache=False,
+    epochs=None,
+    initial_epoch=0,
 ):
     """Batches, augments and normalises a dataset from `keras_amix.data.load`.
 
@@ -182,6 +266,11 @@ def pipeline(
             training, False otherwise.
         seed: int seed of the shuffle and of the augmentations (None: random).
         cache: cache the decoded, unbatched dataset in memory.
+        epochs: None (one pass, new draws per iteration) or the number of
+            epochs of the run: the dataset then holds passes
+            `initial_epoch..epochs - 1`, each randomised by `(seed, epoch)`
+            (see the module docstring; needs an int `seed`).
+        initial_epoch: first pass held when `epochs` is given (a resumed run).
 
     Returns:
         A `tf.data.Dataset` (see the module docstring for the structure).
@@ -204,6 +293,7 @@ def pipeline(
         )
     _check_stats(mean, "mean")
     _check_stats(std, "std")
+    _check_epochs(epochs, initial_epoch, seed)
     size = _size_pair(image_size)
     has_ids = _element_parts(ds)
     if drop_remainder is None:
@@ -219,28 +309,18 @@ def pipeline(
     def split(element):
         return element if has_ids else (*element, None)
 
-    if cache:
-        ds = ds.cache()
-    if training and shuffle_buffer:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    def per_element(element, element_seed):
+        # Images without a static size: bring each to `size` so that batching works.
+        image, label, ids = split(element)
+        if training and augment == "imagenet":
+            image = random_resized_crop(image[None], size, element_seed)[0]
+        elif augment == "imagenet":
+            image = _resize_shorter_center_crop(tf.cast(image, tf.float32), size)
+        else:
+            image = _resize_if_needed(image, size)
+        image = tf.ensure_shape(image, (*size, None))
+        return (image, label) if ids is None else (image, label, ids)
 
-    if static_hw is None:
-        # Per element: bring every image to `size` so that batching works.
-        def per_element(element, element_seed):
-            image, label, ids = split(element)
-            if training and augment == "imagenet":
-                image = random_resized_crop(image[None], size, element_seed)[0]
-            elif augment == "imagenet":
-                image = _resize_shorter_center_crop(tf.cast(image, tf.float32), size)
-            else:
-                image = _resize_if_needed(image, size)
-            image = tf.ensure_shape(image, (*size, None))
-            return (image, label) if ids is None else (image, label, ids)
-
-        ds = tf.data.Dataset.zip((ds, _seed_stream(seed, offset=1)))
-        ds = ds.map(per_element, num_parallel_calls=tf.data.AUTOTUNE)
-
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=tf.data.AUTOTUNE)
     out_hw = size or static_hw
 
     def per_batch(element, batch_seed):
@@ -266,8 +346,20 @@ def pipeline(
             return images, labels
         return {"images": images, "ids": tf.cast(ids, tf.int64)}, labels
 
-    ds = tf.data.Dataset.zip((ds, _seed_stream(seed)))
-    ds = ds.map(per_batch, num_parallel_calls=tf.data.AUTOTUNE)
+    def one_pass(ds, keys):
+        if training:
+            ds = _shuffle(ds, shuffle_buffer, seed, keys)
+        if static_hw is None:
+            ds = tf.data.Dataset.zip((ds, _seed_stream(seed, offset=1, keys=keys)))
+            ds = ds.map(per_element, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder,
+                      num_parallel_calls=tf.data.AUTOTUNE)
+        ds = tf.data.Dataset.zip((ds, _seed_stream(seed, keys=keys)))
+        return ds.map(per_batch, num_parallel_calls=tf.data.AUTOTUNE)
+
+    if cache:
+        ds = ds.cache()
+    ds = _passes(ds, one_pass, seed, epochs, initial_epoch)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -284,6 +376,8 @@ def two_view_pipeline(
     shuffle_buffer=10_000,
     drop_remainder=True,
     cache=False,
+    epochs=None,
+    initial_epoch=0,
 ):
     """MoCo v2 two-view pipeline (DESIGN section 6).
 
@@ -304,6 +398,8 @@ def two_view_pipeline(
         shuffle_buffer: shuffle buffer size (0: no shuffle).
         drop_remainder: drop the last partial batch.
         cache: cache the decoded, unbatched dataset in memory.
+        epochs, initial_epoch: as in `pipeline`: with `epochs`, passes
+            `initial_epoch..epochs - 1`, each randomised by `(seed, epoch)`.
 
     Returns:
         A `tf.data.Dataset` of `({"view1", "view2"[, "ids"]}, labels int64)`.
@@ -314,6 +410,7 @@ def two_view_pipeline(
         raise ValueError("`image_size` is required. Received: image_size=None")
     _check_stats(mean, "mean")
     _check_stats(std, "std")
+    _check_epochs(epochs, initial_epoch, seed)
     has_ids = _element_parts(ds)
     if with_ids and not has_ids:
         raise ValueError(
@@ -322,11 +419,6 @@ def two_view_pipeline(
             "(image, label)."
         )
     static_hw = _static_hw(ds)
-
-    if cache:
-        ds = ds.cache()
-    if shuffle_buffer:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
 
     def outputs(view1, view2, labels, ids):
         inputs = {"view1": view1, "view2": view2}
@@ -337,24 +429,29 @@ def two_view_pipeline(
     def unpack(element):
         return element if has_ids else (*element, None)
 
-    if static_hw is None:
-        def per_element(element, element_seed):
-            image, label, ids = unpack(element)
-            view1, view2 = aug.augment_two_views(image[None], element_seed, size, mean, std, scale)
-            return view1[0], view2[0], label, ids if ids is not None else tf.constant(-1, tf.int64)
+    def per_element(element, element_seed):
+        image, label, ids = unpack(element)
+        view1, view2 = aug.augment_two_views(image[None], element_seed, size, mean, std, scale)
+        return view1[0], view2[0], label, ids if ids is not None else tf.constant(-1, tf.int64)
 
-        ds = tf.data.Dataset.zip((ds, _seed_stream(seed)))
-        ds = ds.map(per_element, num_parallel_calls=tf.data.AUTOTUNE)
-        ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=tf.data.AUTOTUNE)
-        ds = ds.map(outputs, num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=tf.data.AUTOTUNE)
+    def per_batch(element, batch_seed):
+        images, labels, ids = unpack(element)
+        view1, view2 = aug.augment_two_views(images, batch_seed, size, mean, std, scale)
+        return outputs(view1, view2, labels, ids)
 
-        def per_batch(element, batch_seed):
-            images, labels, ids = unpack(element)
-            view1, view2 = aug.augment_two_views(images, batch_seed, size, mean, std, scale)
-            return outputs(view1, view2, labels, ids)
+    def one_pass(ds, keys):
+        ds = _shuffle(ds, shuffle_buffer, seed, keys)
+        batch = dict(drop_remainder=drop_remainder, num_parallel_calls=tf.data.AUTOTUNE)
+        if static_hw is None:
+            ds = tf.data.Dataset.zip((ds, _seed_stream(seed, keys=keys)))
+            ds = ds.map(per_element, num_parallel_calls=tf.data.AUTOTUNE)
+            ds = ds.batch(batch_size, **batch)
+            return ds.map(outputs, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.batch(batch_size, **batch)
+        ds = tf.data.Dataset.zip((ds, _seed_stream(seed, keys=keys)))
+        return ds.map(per_batch, num_parallel_calls=tf.data.AUTOTUNE)
 
-        ds = tf.data.Dataset.zip((ds, _seed_stream(seed)))
-        ds = ds.map(per_batch, num_parallel_calls=tf.data.AUTOTUNE)
+    if cache:
+        ds = ds.cache()
+    ds = _passes(ds, one_pass, seed, epochs, initial_epoch)
     return ds.prefetch(tf.data.AUTOTUNE)

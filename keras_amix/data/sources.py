@@ -7,6 +7,7 @@ across `shuffle_files` (the ids are attached before any shuffling). Unlabelled
 samples (STL-10 `unlabelled`, the tiny-imagenet `test` split) carry label -1.
 """
 
+import logging
 import os
 
 import numpy as np
@@ -15,6 +16,10 @@ import tensorflow as tf
 from keras_amix.data import registry
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+# Splits with at most this many files are also decoded once at `load` time
+# (with the decoder `fit` will use); larger ones get the header check only.
+DECODE_CHECK_LIMIT = 2048
+_LOG = logging.getLogger(__name__)
 _FOLDER_ALIASES = ("folder", "image_folder")
 
 
@@ -32,6 +37,7 @@ def load(
     with_ids=False,
     shuffle_files=False,
     per_class_limit=None,
+    skip_corrupt=False,
 ):
     """Loads one split of a dataset as an unbatched `tf.data.Dataset`.
 
@@ -56,6 +62,19 @@ def load(
             stay attached; TFDS: the shards, incompatible with `with_ids`).
         per_class_limit: keep only the first N samples of each class (files
             sorted by name; arrays in their stored order). Not for TFDS.
+        skip_corrupt: file sources only. Every listed file is checked before
+            the dataset is built: its header must be a JPEG, PNG, BMP, GIF or
+            WebP signature, and splits of at most `DECODE_CHECK_LIMIT` files
+            are decoded once with TensorFlow's decoder (truncated files).
+            With `skip_corrupt=False` (default) a bad file raises a
+            `ValueError` naming it; with True bad files are dropped (before
+            ids are assigned) and their count is logged as a warning.
+
+    Raises:
+        ValueError: unknown names / splits, an image folder whose class folder
+            holds no images, an unreadable or corrupt image file (see
+            `skip_corrupt`), `.npz` float images with NaN / inf pixels, `.npz`
+            labels out of range.
 
     Returns:
         A `tf.data.Dataset` of `(image, label)` or `(image, label, id)`;
@@ -88,6 +107,7 @@ def load(
     _check_split(split, tuple(listing["splits"]), str(name_or_path))
     paths, labels = listing["splits"][split]
     paths, labels = _limit_per_class(paths, labels, per_class_limit)
+    paths, labels = _check_image_files(paths, labels, skip_corrupt, f"split '{split}' of '{root}'")
     if not paths:
         raise ValueError(
             f"Split '{split}' of '{root}' has no images (after "
@@ -341,6 +361,19 @@ def _as_uint8_rgb(images, where):
             f"Images in {where} must have shape (N, H, W), (N, H, W, 1) or "
             f"(N, H, W, 3). Received shape {images.shape}."
         )
+    if not (np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating)):
+        raise ValueError(
+            f"Images in {where} must have an integer or float dtype; received "
+            f"dtype {images.dtype}."
+        )
+    if np.issubdtype(images.dtype, np.floating):
+        bad = int(np.size(images) - np.count_nonzero(np.isfinite(images)))
+        if bad:
+            raise ValueError(
+                f"Images in {where} hold {bad} non-finite pixel value(s) (NaN or "
+                "inf); every pixel must be finite (uint8 0..255, or floats in "
+                "[0, 1] or [0, 255])."
+            )
     if images.shape[-1] == 1:
         images = np.repeat(images, 3, axis=-1)
     if images.dtype != np.uint8:
@@ -493,16 +526,17 @@ def _list_image_folder(root):
         paths, labels = [], []
         for name in _sorted_dirs(os.path.join(root, split)):
             folder = os.path.join(root, split, name)
-            for filename in sorted(os.listdir(folder)):
-                if _is_image(filename):
-                    paths.append(os.path.join(folder, filename))
-                    labels.append(class_index[name])
+            images = [f for f in sorted(os.listdir(folder)) if _is_image(f)]
+            if not images:
+                raise ValueError(
+                    f"Empty folder: class folder '{folder}' holds no images "
+                    f"{IMAGE_EXTENSIONS}; every class folder needs at least one "
+                    "(remove the folder, or add its images)."
+                )
+            for filename in images:
+                paths.append(os.path.join(folder, filename))
+                labels.append(class_index[name])
         splits[split] = (paths, labels)
-    if not any(paths for paths, _ in splits.values()):
-        raise ValueError(
-            f"Empty folder: no images {IMAGE_EXTENSIONS} under '{root}' "
-            f"(splits {split_names}, classes {classes[:10]})."
-        )
     return {"classes": classes, "splits": splits}
 
 
@@ -516,10 +550,15 @@ def _list_tiny_imagenet(root):
         folder = os.path.join(root, "train", name, "images")
         if not os.path.isdir(folder):
             continue
-        for filename in sorted(os.listdir(folder)):
-            if _is_image(filename):
-                paths.append(os.path.join(folder, filename))
-                labels.append(class_index[name])
+        images = [f for f in sorted(os.listdir(folder)) if _is_image(f)]
+        if not images:
+            raise ValueError(
+                f"Empty folder: class folder '{folder}' holds no images "
+                f"{IMAGE_EXTENSIONS}; every class folder needs at least one."
+            )
+        for filename in images:
+            paths.append(os.path.join(folder, filename))
+            labels.append(class_index[name])
     splits["train"] = (paths, labels)
     annotations = os.path.join(root, "val", "val_annotations.txt")
     if os.path.isfile(annotations):
@@ -588,6 +627,58 @@ def _list_aircraft(root):
             [class_index[variant] for _, variant in entries],
         )
     return {"classes": classes, "splits": splits}
+
+
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"GIF87a", b"GIF89a")
+
+
+def _header_problem(path):
+    """Why `path` is not an image TensorFlow can decode (header check), or None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError as error:
+        return f"cannot be read ({error.strerror})"
+    if head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+        return None
+    if not head:
+        return "is empty"
+    return f"is not a JPEG/PNG/BMP/GIF/WebP file (starts with {head[:8]!r})"
+
+
+def _decode_problem(path):
+    try:
+        tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    except tf.errors.InvalidArgumentError as error:
+        return "cannot be decoded (" + error.message.split("[Op:")[0].strip() + ")"
+    return None
+
+
+def _check_image_files(paths, labels, skip_corrupt, where):
+    """Drops or refuses files that are not decodable images (see `load(skip_corrupt=)`)."""
+    problems = {}
+    for path in paths:
+        problem = _header_problem(path)
+        if problem is None and len(paths) <= DECODE_CHECK_LIMIT:
+            problem = _decode_problem(path)
+        if problem is not None:
+            problems[path] = problem
+    if not problems:
+        return paths, labels
+    listed = "; ".join(f"'{p}' {why}" for p, why in list(problems.items())[:5])
+    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+    if not skip_corrupt:
+        raise ValueError(
+            f"{len(problems)} of the {len(paths)} image files of {where} are not "
+            f"decodable images: {listed}{more}. Remove or replace them, or pass "
+            "skip_corrupt=True to skip them."
+        )
+    _LOG.warning(
+        "Skipping %d of the %d image files of %s (skip_corrupt=True): %s%s",
+        len(problems), len(paths), where, listed, more,
+    )
+    keep = [i for i, path in enumerate(paths) if path not in problems]
+    return [paths[i] for i in keep], [labels[i] for i in keep]
 
 
 def _limit_per_class(paths, labels, per_class_limit):

@@ -7,6 +7,7 @@ import numpy as np
 from keras import ops
 
 from keras_amix.losses import mask as mask_losses
+from keras_amix.mixers import checks
 
 PRESETS = {
     # AutoMix's Mix Block: every Table-8 switch off.
@@ -79,22 +80,44 @@ def _concrete_value(x):
     """The numpy value of ``x`` when it is concrete (eager), else ``None``."""
     if _is_number(x) or isinstance(x, np.ndarray):
         return np.asarray(x, dtype="float64")
-    if isinstance(x, keras.KerasTensor):
-        return None
-    try:
-        return np.asarray(ops.convert_to_numpy(x), dtype="float64")
-    except Exception:  # symbolic tensor or tracer: nothing to check
-        return None
+    value = checks.concrete_value(x)
+    return None if value is None else value.astype("float64")
 
 
-def _check_lam(lam, where):
+def _check_lam(lam, where, batch_size=None):
+    """ValueError for a ``lam`` outside [0, 1] (concrete values) or of the wrong length.
+
+    ``lam`` may be a scalar, ``(1,)``, ``(B,)`` or ``(B, 1)``; ``batch_size``
+    (static, or None when unknown) is the batch of the features / mask.
+    """
+    shape = tuple(np.shape(lam)) if not hasattr(lam, "shape") else tuple(lam.shape)
+    length = shape[0] if shape else None
+    if len(shape) > 2 or (len(shape) == 2 and shape[1] not in (1, None)):
+        raise ValueError(
+            f"`lam` passed to MixBlock.{where} must be a scalar or have shape (B,); "
+            f"received lam.shape={shape}."
+        )
+    if batch_size is not None and length is not None and length not in (1, batch_size):
+        raise ValueError(
+            f"`lam` passed to MixBlock.{where} must be a scalar or hold one value per "
+            f"sample (length {batch_size}, the batch size); received lam.shape={shape}."
+        )
     value = _concrete_value(lam)
     if value is None:
         return
-    if value.size and (np.any(value < 0.0) or np.any(value > 1.0) or np.any(np.isnan(value))):
+    if value.size and not np.all((value >= 0.0) & (value <= 1.0)):
         raise ValueError(
             f"`lam` passed to MixBlock.{where} must lie in [0, 1]; received lam={value.tolist()}."
         )
+
+
+_FEATURE_DTYPES = ("uint8", "int8", "int16", "int32", "int64", "float16", "bfloat16",
+                   "float32", "float64")
+
+
+def _batch_of(mask):
+    shape = np.shape(mask) if not hasattr(mask, "shape") else mask.shape
+    return shape[0] if len(shape) else None
 
 
 def _check_image_size(image_size):
@@ -372,6 +395,19 @@ class MixBlock(keras.layers.Layer):
                 raise ValueError(
                     f"`{name}` must have rank 4 (B, h, w, C); received shape {tuple(f.shape)}."
                 )
+            dtype = keras.backend.standardize_dtype(f.dtype)
+            if dtype not in _FEATURE_DTYPES:
+                raise ValueError(
+                    f"`{name}` must have a real numeric dtype, one of {_FEATURE_DTYPES}; "
+                    f"received {name}.dtype={dtype}."
+                )
+        batch_a, batch_b = features_a.shape[0], features_b.shape[0]
+        if batch_a is not None and batch_b is not None and batch_a != batch_b:
+            raise ValueError(
+                "`features_a` and `features_b` must have the same batch size (features_b "
+                "is the paired batch, e.g. features_a[perm]); received shapes "
+                f"{tuple(features_a.shape)} and {tuple(features_b.shape)}."
+            )
         if features_a.shape[1:] != features_b.shape[1:] and None not in (
             features_a.shape[1:] + features_b.shape[1:]
         ):
@@ -405,7 +441,7 @@ class MixBlock(keras.layers.Layer):
     def call(self, features_a, features_b, lam, image_size=None, training=None):
         _check_image_size(image_size)
         self._validate_features(features_a, features_b)
-        _check_lam(lam, "call")
+        _check_lam(lam, "call", features_a.shape[0] or features_b.shape[0])
         dtype = self.compute_dtype
         za = ops.cast(features_a, dtype)
         zb = ops.cast(features_b, dtype)
@@ -464,6 +500,7 @@ class MixBlock(keras.layers.Layer):
     def compute_output_spec(self, features_a, features_b, lam, image_size=None, training=None):
         _check_image_size(image_size)
         self._validate_features(features_a, features_b)
+        _check_lam(lam, "call", features_a.shape[0] or features_b.shape[0])
         batch = features_a.shape[0]
         return keras.KerasTensor((batch, int(image_size[0]), int(image_size[1]), 1), "float32")
 
@@ -475,7 +512,7 @@ class MixBlock(keras.layers.Layer):
         ``L_var`` is included only for ``mask_loss="mean+var"``. See
         `keras_amix.losses.mask.mask_loss` for the reductions.
         """
-        _check_lam(lam, "mask_loss")
+        _check_lam(lam, "mask_loss", _batch_of(mask))
         return mask_losses.mask_loss(
             mask,
             lam,
@@ -495,7 +532,7 @@ class MixBlock(keras.layers.Layer):
         ``s_lam = 1 - s_{1-lam}``. Both keep the mask in ``[0, 1]``.
         Returns a float32 mask of the same shape.
         """
-        _check_lam(lam, "adjust_lambda")
+        _check_lam(lam, "adjust_lambda", _batch_of(mask))
         return adjust_lambda(mask, lam)
 
     def mask_for_encoder(self, mask, lam):
@@ -506,7 +543,7 @@ class MixBlock(keras.layers.Layer):
         the constant ``lam`` (plain MixUp) for samples whose ``lam`` lies
         outside ``[lam_margin, 1 - lam_margin]``. Returns float32.
         """
-        _check_lam(lam, "mask_for_encoder")
+        _check_lam(lam, "mask_for_encoder", _batch_of(mask))
         mask = ops.stop_gradient(ops.cast(ops.convert_to_tensor(mask), "float32"))
         if self.lam_adjust_prob >= 1.0:
             mask = adjust_lambda(mask, lam)

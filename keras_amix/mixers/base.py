@@ -15,7 +15,10 @@ The helpers are small pure functions (timm's `mixup.py` style):
 import numbers
 
 import keras
+import numpy as np
 from keras import ops
+
+from keras_amix.mixers import checks
 
 _REGISTRY = {}
 
@@ -172,10 +175,89 @@ def _is_integer_dtype(dtype):
     return "int" in dtype or dtype == "bool"
 
 
-def one_hot_labels(labels, num_classes=None):
-    """Integer labels (B,) or (B, 1) → one-hot float32; soft labels unchanged.
+# Machine epsilon of the float dtypes labels may come in.
+_EPS = {"float16": 2.0**-10, "bfloat16": 2.0**-7, "float32": 2.0**-23, "float64": 2.0**-52}
 
-    Raises ValueError naming `labels` when the rank / width is not allowed.
+
+def label_sum_tolerance(dtype, num_classes):
+    """Allowed |row sum − 1| of soft labels of `dtype` with K = `num_classes`.
+
+    Rows are summed in float32: rounding each entry to `dtype` moves the sum
+    by at most half an ulp of `dtype` (the entries are ≥ 0 and sum to 1) and
+    the float32 summation by at most K ulps of float32; twice both, so
+    4·eps(dtype) + 2·K·eps(float32) (float32, K = 10: 2.9e-6; bfloat16: 0.031).
+    """
+    eps = _EPS.get(keras.backend.standardize_dtype(dtype), _EPS["float32"])
+    return 4.0 * eps + 2.0 * num_classes * _EPS["float32"]
+
+
+def _format_tol(tol):
+    if isinstance(tol, float):
+        return f"{tol:.2g}"
+    return "4·eps(dtype) + 2·K·eps(float32)"
+
+
+def check_integer_labels(labels, num_classes):
+    """ValueError unless every integer label lies in [0, num_classes); returns `labels`.
+
+    Eagerly at once; inside compiled functions through `checks.raise_if`.
+    """
+    bad = ops.logical_or(labels < 0, labels >= num_classes)
+    flat = ops.reshape(ops.cast(labels, "int32"), (-1,))
+    return checks.raise_if(
+        ops.any(bad),
+        f"Integer `labels` must lie in [0, num_classes={num_classes}) (no -1 "
+        "'unlabelled' marks).",
+        lambda count, low, high: (
+            f"Received {int(count)} label(s) out of range (min {int(low)}, max {int(high)})."
+        ),
+        {"count": ops.sum(ops.cast(bad, "int32")), "low": ops.min(flat), "high": ops.max(flat)},
+        labels,
+    )
+
+
+def check_soft_labels(labels):
+    """ValueError unless each row is ≥ 0 and sums to 1 (`label_sum_tolerance`); returns `labels`."""
+    num_classes = labels.shape[-1]
+    if num_classes is None:
+        num_classes = ops.cast(ops.shape(labels)[-1], "float32")
+    tol = label_sum_tolerance(labels.dtype, num_classes)
+    y = ops.cast(labels, "float32")
+    sums = ops.sum(y, axis=-1)
+    # Written as "not (good)" so that NaN entries count as bad.
+    bad_rows = ops.logical_or(
+        ops.logical_not(ops.abs(sums - 1.0) <= tol),
+        ops.logical_not(ops.all(y >= -tol, axis=-1)),
+    )
+    first = ops.argmax(ops.cast(bad_rows, "int32"))
+    return checks.raise_if(
+        ops.any(bad_rows),
+        "One-hot / soft `labels` must have rows of non-negative values that "
+        f"sum to 1 (|sum - 1| <= {_format_tol(tol)} for dtype "
+        f"{keras.backend.standardize_dtype(labels.dtype)}).",
+        lambda count, index, row_sum, row: (
+            f"Received {int(count)} bad row(s); e.g. row {int(index)} sums to "
+            f"{float(row_sum):.6g}: {np.round(row[:10], 6).tolist()}"
+            f"{' ...' if row.size > 10 else ''}."
+        ),
+        {
+            "count": ops.sum(ops.cast(bad_rows, "int32")),
+            "index": first,
+            "row_sum": ops.take(sums, first),
+            "row": ops.take(y, first, axis=0),
+        },
+        labels,
+    )
+
+
+def one_hot_labels(labels, num_classes=None):
+    """Integer labels (B,) or (B, 1) → one-hot float32; soft labels checked, unchanged.
+
+    Raises ValueError naming `labels` when the rank / width is not allowed,
+    when an integer label is outside [0, num_classes) and when a one-hot /
+    soft row is negative somewhere or does not sum to 1 (within
+    `label_sum_tolerance`). The value checks run eagerly and inside compiled
+    functions (see `keras_amix.mixers.checks`).
     """
     labels = ops.convert_to_tensor(labels)
     shape = tuple(labels.shape)
@@ -193,7 +275,19 @@ def one_hot_labels(labels, num_classes=None):
                 "`num_classes` argument; received num_classes=None. Pass "
                 "num_classes=K or one-hot / soft labels of shape (batch, K)."
             )
+        if keras.backend.standardize_dtype(labels.dtype) == "bool":
+            raise ValueError(
+                "`labels` must be integer class ids or float one-hot / soft "
+                f"rows; received dtype bool (labels.shape={shape})."
+            )
+        labels = check_integer_labels(labels, num_classes)
         return ops.one_hot(ops.cast(labels, "int32"), num_classes, dtype="float32")
+    dtype = keras.backend.standardize_dtype(labels.dtype)
+    if dtype not in _EPS:
+        raise ValueError(
+            f"`labels` must be integer class ids or float ({sorted(_EPS)}) one-hot "
+            f"/ soft rows; received dtype {dtype}."
+        )
     if len(shape) != 2:
         raise ValueError(
             "Float `labels` must be one-hot or soft of shape (batch, "
@@ -204,12 +298,22 @@ def one_hot_labels(labels, num_classes=None):
             f"`labels` must have width num_classes={num_classes}; received "
             f"labels.shape={shape}."
         )
-    return labels
+    return check_soft_labels(labels)
+
+
+IMAGE_DTYPES = ("uint8", "int8", "uint16", "int16", "int32", "int64", "float16", "bfloat16",
+                "float32", "float64")
 
 
 def validate_images(images, rank=4):
-    """Checks the static rank and batch size of `images` (ValueError)."""
+    """Checks the dtype, static rank and batch size of `images` (ValueError)."""
     shape = tuple(images.shape)
+    dtype = keras.backend.standardize_dtype(images.dtype)
+    if dtype not in IMAGE_DTYPES:
+        raise ValueError(
+            f"`images` must have a real numeric dtype, one of {IMAGE_DTYPES}; "
+            f"received images.dtype={dtype}."
+        )
     if rank is not None and len(shape) != rank:
         raise ValueError(
             "`images` must be a rank-4 tensor (batch, height, width, "
@@ -368,8 +472,10 @@ class Mixer(keras.layers.Layer):
         return cast_like(weight * a + (1.0 - weight) * b, dtype)
 
     def mix_labels(self, labels, params):
-        """λ·y + (1 − λ)·y[perm], with the actual per-sample λ."""
-        labels = self.prepare_labels(labels)
+        """λ·y + (1 − λ)·y[perm], with the actual per-sample λ (labels checked)."""
+        return self._combine_labels(self.prepare_labels(labels), params)
+
+    def _combine_labels(self, labels, params):
         dtype = labels.dtype
         y = ops.cast(labels, "float32")
         lam = params["lam"][:, None]
@@ -419,7 +525,7 @@ class Mixer(keras.layers.Layer):
         params = self.sample_params(images, labels, **extra)
         images_b = ops.take(images, params["perm"], axis=0)
         mixed = self.mix_images(images, images_b, params)
-        mixed_labels = None if labels is None else self.mix_labels(labels, params)
+        mixed_labels = None if labels is None else self._combine_labels(labels, params)
         return mixed, mixed_labels
 
     def compute_output_shape(self, images_shape, labels_shape=None):

@@ -1,4 +1,5 @@
-"""Training callbacks: TensorBoard pictures of the masks a Mix Block predicts, epoch timing.
+"""Training callbacks: TensorBoard pictures of the masks a Mix Block predicts, epoch timing,
+a backup that is never half-written, and a stop on non-finite losses.
 
 `mix_panels` and `mix_grid` are pure functions of a model and a batch (the
 callback and `experiments/visualize_amix.py` share them); `MixImageSummary`
@@ -6,7 +7,10 @@ writes `mix_grid` to TensorBoard during `fit`. TensorFlow is imported inside
 the methods that write summaries, so this module imports under every backend.
 """
 
+import json
+import math
 import numbers
+import os
 import time
 
 import keras
@@ -334,3 +338,173 @@ class EpochTimer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds.append(time.perf_counter() - self._start)
+
+
+# ------------------------------------------------------- non-finite values
+def first_non_finite_variable(model):
+    """The path of the first float variable of `model` holding a NaN or an
+    infinity, or None when every value is finite."""
+    for variable in model.variables:
+        if not keras.backend.is_float_dtype(variable.dtype):
+            continue  # step counters, seed-generator states
+        if not np.all(np.isfinite(keras.ops.convert_to_numpy(variable.value))):
+            return getattr(variable, "path", variable.name)
+    return None
+
+
+def check_finite_weights(model, what):
+    """Raises ValueError naming the first variable of `model` that is not
+    finite; `what` says what was about to be written (e.g. "the SavedModel")."""
+    bad = first_non_finite_variable(model)
+    if bad is not None:
+        raise ValueError(
+            f"Refusing to write {what}: variable {bad!r} of model {model.name!r} holds "
+            "NaN or infinite values (training diverged)."
+        )
+
+
+class TerminateOnNonFinite(keras.callbacks.Callback):
+    """Raises `FloatingPointError` at the first batch whose logged loss terms
+    (every key the model logs: `loss`, `loss_theta`, `loss_nce`, ...) are NaN
+    or infinite, naming the epoch, the batch and the terms.
+
+    Unlike `keras.callbacks.TerminateOnNaN`, which lets the epoch end (and a
+    backup of the diverged weights be written), it raises inside the batch;
+    at the end of an epoch it checks the epoch logs (validation included).
+    Put it before `BackupAndRestore` so that the last backup stays the last
+    finite one.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    @staticmethod
+    def _non_finite(logs):
+        bad = {}
+        for name, value in (logs or {}).items():
+            try:
+                value = float(np.asarray(value))
+            except (TypeError, ValueError):
+                continue  # not a scalar: nothing to check
+            if not math.isfinite(value):
+                bad[name] = value
+        return bad
+
+    def _raise(self, bad, where):
+        terms = ", ".join(f"{name}={value}" for name, value in sorted(bad.items()))
+        raise FloatingPointError(
+            f"Non-finite training logs at {where}: {terms}. Training stopped; the "
+            "backup of the last finished epoch is kept (lower the learning rate or check "
+            "the mixing parameters, e.g. --alpha)."
+        )
+
+    def on_train_batch_end(self, batch, logs=None):
+        bad = self._non_finite(logs)
+        if bad:
+            self._raise(bad, f"epoch {self._epoch + 1}, batch {batch + 1} (1-based)")
+
+    def on_epoch_end(self, epoch, logs=None):
+        bad = self._non_finite(logs)
+        if bad:
+            self._raise(bad, f"the end of epoch {epoch + 1} (1-based)")
+
+
+# ------------------------------------------------------------------ backup
+BACKUP_METADATA = "training_metadata.json"
+
+
+def _fsync(path):
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _write_json_atomic(path, payload):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def backup_state(backup_dir):
+    """The metadata of the backup in `backup_dir` (`{"epoch": finished epochs,
+    "weights": file name, ...}`), or None when there is none."""
+    path = os.path.join(backup_dir, BACKUP_METADATA)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        state = json.load(f)
+    state.setdefault("weights", "latest.weights.h5")  # Keras' own layout
+    return state
+
+
+def backup_epoch(backup_dir):
+    """The epoch a `fit` restored from `backup_dir` starts at (0: no backup)."""
+    state = backup_state(backup_dir)
+    return 0 if state is None else int(state["epoch"])
+
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """`keras.callbacks.BackupAndRestore` whose backup is never half-written.
+
+    Keras writes `latest.weights.h5` in place and then the metadata: a kill
+    during the write leaves a truncated file that every restart fails to open
+    (its `double_checkpoint` copies files in place too, and a kill between
+    the weights and the metadata pairs new weights with the old epoch).
+    Here each save writes the weights to a new file under a temporary name,
+    fsyncs and renames it to `epoch-<e>-batch-<b>.weights.h5`, then replaces
+    `training_metadata.json` (epoch, batch, file name) atomically, and only
+    then removes the previous weights. At every instant the metadata names a
+    complete weights file of the same step.
+
+    Saving refuses non-finite weights (ValueError naming the variable), so
+    the last backup is the last finite state. Arguments are Keras' own;
+    `backup_epoch(backup_dir)` reads the epoch a resumed `fit` starts at.
+    """
+
+    def on_train_begin(self, logs=None):
+        self._remove_stale(keep=None)
+        self._load_model()
+
+    def _load_model(self):
+        if not self.model.built:
+            raise ValueError(
+                "To use the BackupAndRestore callback, the model must be built before "
+                f"`fit()`; model {self.model.name!r} is unbuilt."
+            )
+        state = backup_state(self.backup_dir)
+        if state is None:
+            return
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(os.path.join(self.backup_dir, state["weights"]))
+        self.model._initial_epoch = int(state["epoch"])
+
+    def _save_model(self):
+        check_finite_weights(self.model, "the backup")
+        os.makedirs(self.backup_dir, exist_ok=True)
+        name = f"epoch-{self._current_epoch}-batch-{self._last_batch_seen}.weights.h5"
+        tmp = os.path.join(self.backup_dir, f".tmp-{name}")
+        self.model.save_weights(tmp, overwrite=True)
+        _fsync(tmp)
+        os.replace(tmp, os.path.join(self.backup_dir, name))
+        _write_json_atomic(os.path.join(self.backup_dir, BACKUP_METADATA), dict(
+            epoch=self._current_epoch, batch=self._last_batch_seen, weights=name))
+        self._remove_stale(keep=name)
+
+    def _remove_stale(self, keep):
+        """Removes temporary files and every weights file but `keep`
+        (None: the one the metadata names)."""
+        if not os.path.isdir(self.backup_dir):
+            return
+        if keep is None:
+            state = backup_state(self.backup_dir)
+            keep = state and state["weights"]
+        for name in os.listdir(self.backup_dir):
+            if name != BACKUP_METADATA and name != keep:
+                os.remove(os.path.join(self.backup_dir, name))

@@ -13,6 +13,14 @@ training step:
   function for `jax.value_and_grad`; assignments (BatchNorm statistics, seed
   generators, metrics, the momentum update) come back as the new state.
 
+`StepModel` also saves the state of every `keras.random.SeedGenerator` of
+the model and its sub-layers (the model's own λ / pairing stream, its
+mixer's, its Mix Block's) with the model's own variables, so that
+`model.save` / `keras.saving.load_model` and `save_weights` /
+`load_weights` (what `keras.callbacks.BackupAndRestore` uses) resume the
+random streams where they stopped instead of drawing epoch 1's randomness
+again.
+
 The gradient of the single scalar loss is taken with respect to every
 trainable variable. Models keep their loss terms apart by `stop_gradient` and
 by keeping momentum copies non-trainable, so one gradient routes each term to
@@ -21,10 +29,16 @@ the encoder, the Mix Block's loss only the Mix Block). Separate learning rates
 for variable groups come from `keras.optimizers.MultiOptimizer`.
 """
 
+import warnings
+
 import keras
 from keras import ops
 
 _BACKEND = keras.backend.backend()
+
+# Key prefix of the seed-generator states in the model's own weights entry
+# (next to Keras' "0", "1", ... of its own variables).
+SEED_STATE_KEY = "seed_generator_state_"
 
 
 class StepModel(keras.Model):
@@ -93,6 +107,53 @@ class StepModel(keras.Model):
     @property
     def metrics(self):
         return list(self._trackers.values())
+
+    # ------------------------------------------------------------- saving
+    def seed_generators(self):
+        """Every `SeedGenerator` of the model and its sub-layers, each once.
+
+        The order (layer tracking order, depth first) is fixed by the
+        constructor, so a model rebuilt from the same config lists its
+        generators in the same order.
+        """
+        # Keras keeps a layer's generators in `_seed_generators` and adds their
+        # states to `layer.variables` (JAX state, `tf.function` capture) but
+        # not to `save_own_variables`, which stores only the weights.
+        generators, seen = [], set()
+        for layer in self._flatten_layers(include_self=True, recursive=True):
+            for generator in getattr(layer, "_seed_generators", ()):
+                if id(generator) not in seen:
+                    seen.add(id(generator))
+                    generators.append(generator)
+        return generators
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        for i, generator in enumerate(self.seed_generators()):
+            store[f"{SEED_STATE_KEY}{i}"] = generator.state
+
+    def load_own_variables(self, store):
+        keys = list(store.keys())
+        seed_keys = [k for k in keys if k.startswith(SEED_STATE_KEY)]
+        generators = self.seed_generators()
+        if seed_keys and len(seed_keys) != len(generators):
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}' has {len(generators)} seed "
+                f"generator(s), but the weights file stores {len(seed_keys)} seed "
+                "state(s): it was saved from a model with a different configuration."
+            )
+        if not seed_keys and generators:
+            # Files written before the seed states were saved.
+            warnings.warn(
+                f"The weights of {type(self).__name__} '{self.name}' carry no seed "
+                "generator state (saved by an older keras-amix); the random streams "
+                "(λ, pairings) restart from their initial seeds.",
+                stacklevel=2,
+            )
+        for i, generator in enumerate(generators[:len(seed_keys)]):
+            generator.state.assign(
+                ops.cast(store[f"{SEED_STATE_KEY}{i}"], generator.state.dtype))
+        super().load_own_variables({k: store[k] for k in keys if k not in seed_keys})
 
     # ------------------------------------------------------------ the API
     def compute_train_loss(self, x, y):

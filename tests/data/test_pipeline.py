@@ -126,3 +126,48 @@ def test_argument_errors():
         kd.pipeline(_arrays(), batch_size=0, num_classes=4, training=True)
     with pytest.raises(ValueError, match=r"image_size=\(8, 0\)"):
         kd.pipeline(_arrays(), batch_size=2, num_classes=4, training=True, image_size=(8, 0))
+
+
+def _variable_size(n=6):
+    return tf.data.Dataset.range(n).map(
+        lambda i: (tf.cast(tf.fill([(i % 3) + 6, (i % 2) + 6, 3], i * 10), tf.uint8), i % 4, i))
+
+
+@pytest.mark.parametrize("build", [
+    lambda **kw: kd.pipeline(_arrays(n=8, ids=True), batch_size=2, num_classes=4, training=True,
+                             augment="cifar", **kw),
+    lambda **kw: kd.pipeline(_variable_size(), batch_size=2, num_classes=4, training=True,
+                             augment="imagenet", image_size=4, **kw),
+    lambda **kw: kd.two_view_pipeline(_arrays(n=8, ids=True), batch_size=2, image_size=8,
+                                      mean=None, std=None, with_ids=True, **kw),
+], ids=["pipeline", "variable_size", "two_view"])
+def test_epochs_are_a_function_of_seed_and_epoch(build):
+    def passes(initial_epoch, seed=3):
+        batches = list(build(seed=seed, epochs=3, initial_epoch=initial_epoch))
+        return [(b[0]["ids"].numpy(), np.concatenate(
+            [np.asarray(v).ravel() for k, v in sorted(b[0].items()) if k != "ids"]))
+            for b in batches]
+
+    full, resumed = passes(0), passes(2)
+    per_pass = len(full) // 3
+    assert len(resumed) == per_pass  # only the last pass
+    for (ids_a, x_a), (ids_b, x_b) in zip(full[2 * per_pass:], resumed):
+        np.testing.assert_array_equal(ids_a, ids_b)  # same order ...
+        np.testing.assert_array_equal(x_a, x_b)  # ... and the same augmentations
+    orders = [np.concatenate([ids for ids, _ in full[e * per_pass:(e + 1) * per_pass]])
+              for e in range(3)]
+    for order in orders:  # each pass is a permutation of the data
+        assert sorted(order.tolist()) == sorted(orders[0].tolist())
+    assert len({tuple(o) for o in orders}) > 1  # reshuffled every pass
+    other = passes(0, seed=4)
+    assert not all(np.array_equal(a[1], b[1]) for a, b in zip(full, other))
+
+
+def test_epochs_arguments_are_checked():
+    with pytest.raises(ValueError, match="needs `epochs`"):
+        kd.pipeline(_arrays(), batch_size=2, num_classes=4, training=True, seed=0, initial_epoch=1)
+    with pytest.raises(ValueError, match=r"initial_epoch=3"):
+        kd.pipeline(_arrays(), batch_size=2, num_classes=4, training=True, seed=0, epochs=3,
+                    initial_epoch=3)
+    with pytest.raises(ValueError, match="int `seed`"):
+        kd.two_view_pipeline(_arrays(), batch_size=2, image_size=8, mean=None, std=None, epochs=2)

@@ -1,6 +1,7 @@
 """Dataset sources: digits, image folders, official layouts, .npz, TFDS (mocked)."""
 
 import os
+import re
 import time
 
 import numpy as np
@@ -211,3 +212,68 @@ def test_tfds_mocked(tmp_path):
         kd.load("cifar10", "validation", data_dir=str(tmp_path))
     with pytest.raises(ValueError, match="shuffle_files"):
         kd.load("stl10", "train", with_ids=True, shuffle_files=True, data_dir=str(tmp_path))
+
+
+def test_npz_non_finite_pixels_are_refused_with_file_and_count(tmp_path):
+    path = str(tmp_path / "nan.npz")
+    images = np.random.default_rng(0).uniform(0, 1, (3, 4, 4, 3)).astype(np.float32)
+    images[1, 2, 3, 0] = np.nan
+    images[2, 0, 0, 1] = np.inf
+    np.savez(path, images=images, labels=np.array([0, 1, 0]))
+    with pytest.raises(ValueError, match=r"nan\.npz.* 2 non-finite pixel"):
+        kd.load(path, "train")
+    images[1, 2, 3, 0] = images[2, 0, 0, 1] = 0.5
+    np.savez(path, images=images, labels=np.array([0, 1, 0]))
+    loaded = _collect(kd.load(path, "train"))
+    # The [0, 1] float range is kept: no 0/1 image from a NaN maximum.
+    assert 0 < int(loaded[0][0].max()) <= 255 and len(np.unique(loaded[0][0])) > 2
+
+
+def test_empty_class_folder_is_refused_with_its_name(folder):
+    os.makedirs(os.path.join(folder, "train", "yak"))
+    with open(os.path.join(folder, "train", "yak", "readme.txt"), "w") as f:
+        f.write("no images here")
+    with pytest.raises(ValueError, match=r"Empty folder: class folder '.*train/yak'"):
+        kd.load(folder, "train")
+    with pytest.raises(ValueError, match=r"train/yak"):
+        kd.info(folder)
+
+
+@pytest.mark.parametrize(
+    "content,why",
+    [
+        (b"this is not an image at all", "is not a JPEG/PNG"),
+        (b"", "is empty"),
+        ("truncated", "cannot be decoded"),
+    ],
+)
+def test_corrupt_image_file_is_named_or_skipped(folder, content, why):
+    bad = os.path.join(folder, "train", "zebra", "01.png")
+    if content == "truncated":
+        Image.fromarray(np.zeros((32, 32, 3), np.uint8) + 9).save(bad[:-4] + ".jpg", quality=90)
+        os.remove(bad)
+        bad = bad[:-4] + ".jpg"
+        data = open(bad, "rb").read()
+        content = data[: len(data) // 2]
+    with open(bad, "wb") as f:
+        f.write(content)
+    with pytest.raises(ValueError, match=rf"1 of the 7 image files.*'{re.escape(bad)}' {why}.*skip_corrupt=True"):
+        kd.load(folder, "train")
+    kept = _collect(kd.load(folder, "train", skip_corrupt=True, with_ids=True))
+    assert len(kept) == 6 and [int(i) for *_, i in kept] == list(range(6))
+    # The other split is untouched.
+    assert len(_collect(kd.load(folder, "test"))) == 2
+
+
+def test_header_check_alone_for_large_splits(folder, monkeypatch):
+    from keras_amix.data import sources
+
+    bad = os.path.join(folder, "train", "ant", "00.png")
+    data = open(bad, "rb").read()
+    with open(bad, "wb") as f:
+        f.write(data[:20])  # a valid PNG signature, truncated body
+    monkeypatch.setattr(sources, "DECODE_CHECK_LIMIT", 3)
+    kd.load(folder, "train")  # header only: accepted (the decode would fail in fit)
+    monkeypatch.setattr(sources, "DECODE_CHECK_LIMIT", 100)
+    with pytest.raises(ValueError, match=r"00\.png' cannot be decoded"):
+        kd.load(folder, "train")

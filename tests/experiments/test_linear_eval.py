@@ -103,3 +103,37 @@ def test_protocol_learns_a_linearly_separable_problem(tmp_path, augment):
     saved = json.load(open(tmp_path / "run" / "metrics.json"))
     assert saved["top1"] == metrics["top1"]
     assert os.path.exists(tmp_path / "run" / "classifier.keras")
+
+
+def test_refuses_a_classifier_whatever_its_last_layer(tmp_path):
+    # linear_eval's own classifier.keras: the Dense head sits inside a nested model.
+    path = str(tmp_path / "encoder.keras")
+    encoder, x = _trained_like_encoder(path)
+    inputs = keras.Input((8, 8, 3))
+    classifier = keras.Model(inputs, le._head(encoder.output_shape[-1], 10)(encoder(inputs)))
+    classifier.save(str(tmp_path / "classifier.keras"))
+    with pytest.raises(ValueError, match="classifier.keras.*classifier head"):
+        le.load_encoder(str(tmp_path / "classifier.keras"))
+    # Outputs that are probabilities (rows >= 0 summing to 1), whatever computes them.
+    probabilities = keras.Model(inputs, keras.layers.Activation("softmax")(
+        keras.layers.Dense(10)(keras.layers.Flatten()(inputs))))
+    with pytest.raises(ValueError, match="'probs'.*probabilities"):
+        le._refuse_probabilities(probabilities, "probs")
+    le._refuse_probabilities(encoder, "features")  # pooled ReLU features pass
+
+
+@pytest.mark.backend_independent
+def test_a_saved_model_needs_trust_and_must_not_be_a_classifier(tmp_path):
+    from keras_amix import export
+
+    inputs = keras.Input((8, 8, 3))
+    logits = keras.layers.Dense(10)(keras.layers.Flatten()(inputs))
+    path = export.export_saved_model(keras.Model(inputs, logits), str(tmp_path / "export"),
+                                     image_size=(8, 8))  # serves probabilities
+    with pytest.raises(ValueError, match="--trust_saved_model"):
+        le.load_encoder(path)
+    with pytest.raises(ValueError, match="export.*probabilities"):
+        le.load_encoder(path, trust_saved_model=True)
+    with pytest.raises(ValueError, match="--trust_saved_model"):
+        le.validate(le.Config(encoder=path))
+    le.validate(le.Config(encoder=path, trust_saved_model=True))

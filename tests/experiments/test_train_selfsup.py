@@ -67,7 +67,8 @@ def test_pretrain_then_linear_eval_end_to_end(tmp_path):
     from experiments import linear_eval
 
     cfg = linear_eval.Config(encoder=os.path.join(workdir, "export"), image_size=16, epochs=1,
-                             batch_size=16, per_class_limit=4, test_per_class_limit=2)
+                             batch_size=16, per_class_limit=4, test_per_class_limit=2,
+                             trust_saved_model=True)
     result = linear_eval.evaluate(cfg, str(tmp_path / "linear_sm"))
     assert result["feature_dim"] == 64 and 0.0 <= result["top1"] <= 1.0
 

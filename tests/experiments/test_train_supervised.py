@@ -115,10 +115,23 @@ def test_interrupted_run_resumes_from_backup(tmp_path):
     assert os.path.exists(os.path.join(workdir, "backup"))
     assert not os.path.exists(os.path.join(workdir, "metrics.json"))
     metrics = ts.train(cfg, workdir)
-    # The second run trained only the missing epoch.
-    assert len(metrics["history"]["loss"]) == 1
+    # The crash came before epoch 2's backup: the second run trained epochs 2
+    # and 3; the metrics cover the whole run.
+    assert len(metrics["history"]["loss"]) == 3
     rows = list(csv.DictReader(open(os.path.join(workdir, "history.csv"))))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
     model = keras.saving.load_model(os.path.join(workdir, "model.keras"))
     assert int(model.optimizer.iterations) == 3 * (64 // 16)
     assert np.isfinite(metrics["final_top1"])
+
+
+def test_non_finite_loss_stops_training_before_any_output(tmp_path):
+    # Beta(inf, inf) gives NaN mixing weights: the first batch's loss is NaN.
+    cfg = dataclasses.replace(ts.Config(), method="mixup", alpha=float("inf"), epochs=2,
+                              batch_size=8, max_train_examples=16, max_test_examples=8,
+                              image_size=8, width=8, export=True)
+    workdir = str(tmp_path / "run")
+    with pytest.raises(FloatingPointError, match=r"epoch 1, batch 1 .*loss=nan"):
+        ts.train(cfg, workdir)
+    for name in ("model.keras", "export", "metrics.json", "backup"):
+        assert not os.path.exists(os.path.join(workdir, name)), name

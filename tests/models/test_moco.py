@@ -323,12 +323,40 @@ import os
 os.environ["KERAS_BACKEND"] = "jax"
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
 import jax, keras, numpy as np
+from keras import ops
 from keras_amix import backbones
 from keras_amix.models.moco import MoCoV2
 
 assert len(jax.devices()) == 2, jax.devices()
 rng = np.random.default_rng(0)
 v1, v2 = (rng.normal(size=(24, 8, 8, 3)).astype("float32") for _ in range(2))
+STEPS, BATCH = 3, 8
+
+
+def record_params(model):
+    # The mixing parameters drawn inside each (SPMD) step, written into
+    # model variables: they come back as state, and unlike a debug callback
+    # they do not force the draw onto one device.
+    record = {"lam": model.add_weight(shape=(STEPS, BATCH), initializer="zeros",
+                                      trainable=False, name="lam_record"),
+              "perm": model.add_weight(shape=(STEPS, BATCH), dtype="int32",
+                                       initializer="zeros", trainable=False,
+                                       name="perm_record")}
+    step = model.add_weight(shape=(), dtype="int32", initializer="zeros", trainable=False,
+                            name="step_record")
+    sample = model._mixer.sample_params
+
+    def sample_and_record(images, *args, **kwargs):
+        params = sample(images, *args, **kwargs)
+        row = ops.convert_to_tensor(step)
+        for key, variable in record.items():
+            value = ops.cast(params[key], variable.dtype)[None]
+            variable.assign(ops.slice_update(ops.convert_to_tensor(variable), (row, 0), value))
+        step.assign(row + 1)
+        return params
+
+    model._mixer.sample_params = sample_and_record
+    return record
 
 
 def run(mixer, parallel):
@@ -338,18 +366,39 @@ def run(mixer, parallel):
     keras.utils.set_random_seed(0)
     model = MoCoV2(backbones.resnet(18, width=8), projection_dim=8, hidden_dim=16,
                    queue_size=20, momentum=0.9, mixer=mixer, seed=0)
+    record = record_params(model) if mixer else {}
     model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
-    model.fit({"view1": v1, "view2": v2}, batch_size=8, epochs=1, shuffle=False, verbose=0)
-    return np.asarray(model.queue), int(np.asarray(model.queue_ptr)), model.queue.value.sharding
+    model.fit({"view1": v1, "view2": v2}, batch_size=BATCH, epochs=1, shuffle=False,
+              verbose=0)
+    drawn = {key: np.asarray(variable) for key, variable in record.items()}
+    return (np.asarray(model.queue), int(np.asarray(model.queue_ptr)),
+            model.queue.value.sharding, drawn)
 
+
+# Tolerance of the queue (unit-norm keys), from float32 rounding alone: the
+# two programs add the same terms in a different order (per-shard partial
+# sums + an all-reduce). The longest reduction is a stage-4 3x3 conv over 64
+# channels (n = 576 terms); a length-n float32 sum of unit-scale terms may
+# move by n·eps, and each of the STEPS steps adds its own such error to the
+# weights that make the next keys: STEPS · 576 · eps ≈ 2.1e-4. (Measured:
+# 1.7e-5 with mixup, 2.7e-5 without; rounding the inputs by one ulp moves the
+# single-device queue by 2.1e-5 / 2.4e-5. A different λ or pairing in one
+# step moves it by > 1e-3.)
+ATOL = STEPS * 576 * float(np.finfo(np.float32).eps)
 
 for mixer in (None, "mixup"):
-    single, single_ptr, sharding = run(mixer, parallel=False)
+    single, single_ptr, sharding, single_drawn = run(mixer, parallel=False)
     assert len(sharding.device_set) == 1, sharding
-    queue, ptr, sharding = run(mixer, parallel=True)
+    queue, ptr, sharding, drawn = run(mixer, parallel=True)
     assert len(sharding.device_set) == 2, sharding  # replicated over the 2-device mesh
     assert ptr == single_ptr == 24 % 20, (ptr, single_ptr)  # 3 batches of 8 wrapped once
-    np.testing.assert_allclose(queue, single, atol=1e-4)  # float reduction order only
+    # The random draws do not depend on the sharding: λ and the pairing of
+    # every step are bit-identical.
+    for key in single_drawn:
+        np.testing.assert_array_equal(drawn[key], single_drawn[key], err_msg=key)
+    if mixer:
+        assert sorted(drawn["perm"][-1]) == list(range(BATCH)), drawn["perm"]  # recorded
+    np.testing.assert_allclose(queue, single, atol=ATOL)
 print("DATA_PARALLEL_OK")
 '''
 

@@ -1,6 +1,8 @@
-"""mix_panels / mix_grid (Fig.-4 pictures of Mix Block masks) and MixImageSummary."""
+"""mix_panels / mix_grid (Fig.-4 pictures of Mix Block masks), MixImageSummary, EpochTimer,
+the atomic backup and the stop on non-finite losses."""
 
 import glob
+import os
 import types
 
 import keras
@@ -242,3 +244,81 @@ def test_epoch_timer_records_one_positive_duration_per_epoch():
     timer = EpochTimer()
     model.fit(np.ones((4, 2)), np.ones((4, 1)), epochs=3, verbose=0, callbacks=[timer])
     assert len(timer.seconds) == 3 and all(s > 0 for s in timer.seconds)
+
+
+# -------------------------------------------- backup and non-finite losses
+def _dense_model():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss="mse")
+    return model
+
+
+def _data(nan_at=None):
+    x, y = np.ones((8, 2), "float32"), np.ones((8, 1), "float32")
+    if nan_at is not None:
+        x[nan_at] = np.nan
+    return x, y
+
+
+@pytest.mark.training
+def test_non_finite_loss_raises_naming_the_batch_and_keeps_the_last_backup(tmp_path):
+    backup_dir = str(tmp_path / "backup")
+    model = _dense_model()
+    x, y = _data()
+    callbacks = [cb.TerminateOnNonFinite(), cb.AtomicBackupAndRestore(backup_dir)]
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=callbacks)  # one good epoch
+    assert cb.backup_epoch(backup_dir) == 0  # the fit ended: Keras' default drops it
+    callbacks[1] = cb.AtomicBackupAndRestore(backup_dir, delete_checkpoint=False)
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=callbacks)
+    good = [w.copy() for w in model.get_weights()]
+    x_bad, _ = _data(nan_at=5)  # the second batch
+    with pytest.raises(FloatingPointError, match=r"epoch 2, batch 2 .*loss=nan"):
+        model.fit(x_bad, y, batch_size=4, epochs=3, verbose=0, shuffle=False,
+                  callbacks=callbacks)
+    assert cb.backup_epoch(backup_dir) == 1  # the bad epoch wrote nothing
+    restored = _dense_model()
+    restored.fit(x, y, batch_size=4, epochs=1, verbose=0,
+                 callbacks=[cb.AtomicBackupAndRestore(backup_dir, delete_checkpoint=False)])
+    for a, b in zip(restored.get_weights(), good):  # epochs=1 < 1 + 1: nothing trained
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.training
+def test_backup_survives_a_cut_write_and_restores_the_epoch(tmp_path):
+    backup_dir = str(tmp_path / "backup")
+    model = _dense_model()
+    x, y = _data()
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0,
+              callbacks=[cb.AtomicBackupAndRestore(backup_dir, delete_checkpoint=False)])
+    state = cb.backup_state(backup_dir)
+    assert state["epoch"] == 2 and sorted(os.listdir(backup_dir)) == sorted(
+        [state["weights"], cb.BACKUP_METADATA])
+    saved = [w.copy() for w in model.get_weights()]
+    # What a kill inside the next write leaves: a cut temporary file, and a cut
+    # file under Keras' own name. Neither is read; the next save removes them.
+    for name in (".tmp-epoch-3-batch-0.weights.h5", "latest.weights.h5"):
+        with open(os.path.join(backup_dir, name), "wb") as f:
+            f.write(b"\x89HDF\r\n")
+    resumed = _dense_model()
+    history = resumed.fit(x, y, batch_size=4, epochs=3, verbose=0, callbacks=[
+        cb.AtomicBackupAndRestore(backup_dir, delete_checkpoint=False)])
+    assert history.epoch == [2]  # resumed after the 2 backed-up epochs
+    state = cb.backup_state(backup_dir)
+    assert state["epoch"] == 3
+    assert sorted(os.listdir(backup_dir)) == sorted([state["weights"], cb.BACKUP_METADATA])
+    assert not np.allclose(resumed.get_weights()[0], saved[0])  # it trained on from there
+
+
+@pytest.mark.training
+def test_backup_refuses_non_finite_weights(tmp_path):
+    model = _dense_model()
+    x, y = _data()
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    kernel = model.layers[0].kernel
+    kernel.assign(np.full(kernel.shape, np.inf, "float32"))
+    assert cb.first_non_finite_variable(model) == kernel.path
+    backup = cb.AtomicBackupAndRestore(str(tmp_path / "backup"))
+    backup.set_model(model)
+    with pytest.raises(ValueError, match=kernel.path):
+        backup._save_model()
+    assert cb.backup_state(str(tmp_path / "backup")) is None

@@ -1,0 +1,395 @@
+r"""Seeded reproduction suites: every (row, seed) of a suite through the binaries.
+
+Each run is `python -m experiments.train_supervised ...` in its own folder
+`WORKDIR/<row>/seed<k>`, `--jobs` at a time (several small runs share one GPU
+well; on a CPU use 1). A run is finished when its `metrics.json` exists (the
+binary writes it last), so `--resume` skips finished runs and lets the binary
+itself resume an interrupted one from its backup. At the end (and after each
+finished run) the suite writes, atomically:
+
+    results.json   every run's history and the per-row aggregates
+    results.md     mean ± std over seeds of the median top-1 of the last 10
+                   epochs (online and momentum encoder), seconds per epoch and
+                   the cost relative to vanilla
+    accuracy_vs_time.png   top-1 against training time per epoch, with error
+                   bars (the paper's Fig. 5, left)
+    masks.png      the learned masks and mixed images of each learnable row on
+                   the same pairs at λ = 0.3, 0.5, 0.7 (the paper's Fig. 4)
+
+Examples:
+
+    python -m experiments.reproduce --suite=smoke --seeds=1
+    python -m experiments.reproduce --suite=cifar10-5k --seeds=3 --jobs=1 \
+        --data=/tmp/data/cifar10-jpg --resume
+"""
+
+import dataclasses
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+from experiments import common
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One table row: a label and the binary flags that make it."""
+
+    label: str
+    flags: tuple  # ("--method=amix", "--mix_block=attention=cross", ...)
+
+    @property
+    def learnable(self):
+        return any(f in ("--method=automix", "--method=amix") for f in self.flags)
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    rows: tuple
+    flags: tuple = ()  # flags shared by every row
+    needs_data: bool = False  # the data set is not embedded: --data is required
+    description: str = ""
+
+
+def _methods(*names):
+    return tuple(Row(name, (f"--method={name}",)) for name in names)
+
+
+# Table 8 of the paper, one switch of Mix Block+ at a time on top of AutoMix.
+_TABLE8 = (("lam_encoding", "adaptive"), ("content", "nonlinear"), ("attention", "global"),
+           ("upsample", "bilinear"), ("mask_loss", "mean+var"), ("lam_adjust_prob", "1.0"))
+# Table 7, the supervised Mix Block losses of AMix.
+_TABLE7 = ("ce", "pbce", "ce+pbce", "bce", "ce+bce")
+_STATIC = ("mixup", "cutmix", "fmix", "saliencymix", "resizemix", "puzzlemix")
+
+SUITES = {
+    "smoke": Suite(
+        rows=_methods("vanilla", *_STATIC, "comixup", "manifoldmix", "automix", "amix"),
+        flags=("--smoke", "--epochs=1"),
+        description="every method, tiny (CI)"),
+    "cifar10-5k": Suite(
+        rows=_methods("vanilla", *_STATIC, "automix", "amix"),
+        flags=("--preset=cpu_cifar10",), needs_data=True,
+        description="DESIGN §12 budget: CIFAR-10 JPEG copy, 500 images per class, 100 epochs"),
+    "ablation-mb": Suite(
+        rows=_methods("automix") + tuple(
+            Row(f"automix+{name}={value}", ("--method=automix", f"--mix_block={name}={value}"))
+            for name, value in _TABLE8) + _methods("amix"),
+        flags=("--preset=cpu_cifar10",), needs_data=True,
+        description="paper Table 8: one Mix Block+ switch at a time on AutoMix"),
+    "ablation-loss": Suite(
+        rows=tuple(Row(f"amix[{loss}]", ("--method=amix", f"--mix_loss={loss}"))
+                   for loss in _TABLE7),
+        flags=("--preset=cpu_cifar10",), needs_data=True,
+        description="paper Table 7 (supervised rows): the Mix Block's loss"),
+    "paper-cifar100": Suite(
+        rows=_methods("vanilla", *_STATIC, "comixup", "manifoldmix", "automix", "amix"),
+        flags=("--preset=cifar100",),
+        description="paper Table 2, CIFAR-100 (800 epochs; for GPUs)"),
+    "paper-tiny": Suite(
+        rows=_methods("vanilla", *_STATIC, "comixup", "manifoldmix", "automix", "amix"),
+        flags=("--preset=tiny_imagenet",), needs_data=True,
+        description="paper Table 2, Tiny-ImageNet (400 epochs; for GPUs)"),
+}
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("suite", "smoke", sorted(SUITES), "Which suite to run: " + "; ".join(
+    f"{name}: {suite.description}" for name, suite in SUITES.items()))
+flags.DEFINE_integer("seeds", 3, "Seeds per row (0, 1, ..., N-1).", lower_bound=1)
+flags.DEFINE_integer("jobs", 1, "Runs at a time.", lower_bound=1)
+flags.DEFINE_bool("resume", False, "Continue a suite folder: skip finished runs, resume "
+                  "interrupted ones from their backups.")
+flags.DEFINE_string("suite_workdir", None, "Suite folder (default runs/reproduce/SUITE).")
+flags.DEFINE_string("data", None, "Data set passed to every run as --dataset (required by "
+                    "suites on data that is not embedded, e.g. the CIFAR-10 JPEG copy).")
+flags.DEFINE_multi_string("run_flag", [], "Extra flag for every run, e.g. "
+                          "--run_flag=--epochs=50 (repeatable).")
+flags.DEFINE_bool("plots", True, "Write accuracy_vs_time.png and masks.png.")
+
+
+@dataclasses.dataclass
+class Run:
+    row: Row
+    seed: int
+    workdir: str
+
+    @property
+    def metrics_path(self):
+        return os.path.join(self.workdir, "metrics.json")
+
+    def finished(self):
+        return os.path.exists(self.metrics_path)
+
+
+def plan(suite, seeds, workdir):
+    """Every (row, seed) run of `suite`, in row-major order."""
+    return [Run(row, seed, os.path.join(workdir, _slug(row.label), f"seed{seed}"))
+            for row in suite.rows for seed in range(seeds)]
+
+
+def _slug(label):
+    return "".join(c if c.isalnum() or c in "-_.+=" else "_" for c in label)
+
+
+def command(suite, run, data=None, extra=()):
+    cmd = [sys.executable, "-m", "experiments.train_supervised", *suite.flags, *run.row.flags,
+           f"--seed={run.seed}", f"--workdir={run.workdir}", "--noexport"]
+    if data:
+        cmd.append(f"--dataset={data}")
+    return cmd + list(extra)
+
+
+# ------------------------------------------------------------------ results
+def _epochs_done(run):
+    path = os.path.join(run.workdir, "history.csv")
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return max(sum(1 for line in f if line.strip()) - 1, 0)
+
+
+def _configured_epochs(run):
+    try:
+        with open(os.path.join(run.workdir, "config.json")) as f:
+            return int(json.load(f)["epochs"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def median_last(values, n=10):
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return statistics.median(values[-n:]) if values else None
+
+
+def run_result(run):
+    """The numbers a finished run contributes (None if it is not finished)."""
+    if not run.finished():
+        return None
+    with open(run.metrics_path) as f:
+        metrics = json.load(f)
+    history = metrics.get("history", {})
+    seconds = [s for s in metrics.get("seconds_per_epoch", []) if s]
+    return dict(
+        row=run.row.label, seed=run.seed, workdir=run.workdir,
+        top1=median_last(history.get("val_top1", [])),
+        top1_momentum=median_last(history.get("val_top1_momentum", [])),
+        # The first epoch includes tracing/compilation: the median ignores it.
+        seconds_per_epoch=statistics.median(seconds) if seconds else None,
+        history=history,
+    )
+
+
+def _mean_std(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def aggregate(suite, results):
+    """Per row: n, mean ± std of top-1 (online, momentum) and s/epoch, cost vs vanilla."""
+    rows = []
+    for row in suite.rows:
+        mine = [r for r in results if r and r["row"] == row.label]
+        entry = dict(row=row.label, n=len(mine))
+        for key in ("top1", "top1_momentum", "seconds_per_epoch"):
+            entry[key], entry[key + "_std"] = _mean_std([r[key] for r in mine])
+        rows.append(entry)
+    base = next((r for r in rows if r["row"] == "vanilla" and r["seconds_per_epoch"]), None)
+    for entry in rows:
+        entry["cost_vs_vanilla"] = (entry["seconds_per_epoch"] / base["seconds_per_epoch"]
+                                    if base and entry["seconds_per_epoch"] else None)
+    return rows
+
+
+def _pct(mean, std):
+    if mean is None:
+        return "—"
+    return f"{100 * mean:.2f} ± {100 * std:.2f}" if std is not None else f"{100 * mean:.2f}"
+
+
+def markdown(suite_name, rows, seeds):
+    lines = [f"# Suite `{suite_name}` ({seeds} seed(s) per row)", "",
+             "Median top-1 (%) of the last 10 epochs, mean ± std over seeds.", "",
+             "| row | seeds done | top-1 (online) | top-1 (momentum) | s / epoch | cost vs vanilla |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        sec = "—" if r["seconds_per_epoch"] is None else f"{r['seconds_per_epoch']:.1f}"
+        cost = "—" if r["cost_vs_vanilla"] is None else f"{r['cost_vs_vanilla']:.2f}×"
+        lines.append(f"| {r['row']} | {r['n']} | {_pct(r['top1'], r['top1_std'])} | "
+                     f"{_pct(r['top1_momentum'], r['top1_momentum_std'])} | {sec} | {cost} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(suite_name, suite, runs, workdir, seeds):
+    results = [run_result(run) for run in runs]
+    rows = aggregate(suite, results)
+    common.write_json(os.path.join(workdir, "results.json"), dict(
+        suite=suite_name, seeds=seeds, rows=rows, runs=[r for r in results if r]))
+    _write_text(os.path.join(workdir, "results.md"), markdown(suite_name, rows, seeds))
+    return rows
+
+
+def _write_text(path, text):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+# -------------------------------------------------------------------- plots
+def plot_accuracy_vs_time(rows, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [r for r in rows if r["top1"] is not None and r["seconds_per_epoch"] is not None]
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for r in points:
+        ax.errorbar(r["seconds_per_epoch"], 100 * r["top1"],
+                    xerr=r["seconds_per_epoch_std"] or 0, yerr=100 * (r["top1_std"] or 0),
+                    fmt="o", capsize=3)
+        ax.annotate(r["row"], (r["seconds_per_epoch"], 100 * r["top1"]),
+                    textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("training time per epoch (s)")
+    ax.set_ylabel("median top-1 of the last 10 epochs (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def plot_mask_gallery(runs, path, lams=(0.3, 0.5, 0.7), pairs=4):
+    """Fig. 4 for every learnable row (seed 0): the same pairs, masks, mixed images."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from experiments import visualize_amix
+
+    models = [run for run in runs if run.row.learnable and run.seed == 0 and run.finished()
+              and os.path.exists(os.path.join(run.workdir, "model.keras"))]
+    if not models:
+        return None
+    panels = []
+    for run in models:
+        out = os.path.join(run.workdir, "masks.png")
+        visualize_amix.visualize(os.path.join(run.workdir, "model.keras"), lams=lams,
+                                 pairs=pairs, seed=0, out=out)
+        panels.append((run.row.label, plt.imread(out)))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.6 * len(panels)), squeeze=False)
+    for ax, (label, image) in zip(axes[:, 0], panels):
+        ax.imshow(image)
+        ax.set_axis_off()
+        ax.set_title(label, fontsize=9)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+# ------------------------------------------------------------------- runner
+def _progress(runs, running, started, t0):
+    done = sum(run.finished() for run in runs)
+    parts = []
+    for run, _proc in running:
+        total = _configured_epochs(run)
+        parts.append(f"{run.row.label}/seed{run.seed} epoch {_epochs_done(run)}/{total or '?'}")
+    elapsed = time.time() - t0
+    left = ""
+    finished_here = done - started
+    if finished_here > 0:
+        left = f", about {(len(runs) - done) * elapsed / finished_here / 60:.0f} min left"
+    return f"[{done}/{len(runs)} done{left}] " + "; ".join(parts)
+
+
+def run_suite(suite_name, seeds=1, jobs=1, resume=False, workdir=None, data=None, extra=(),
+              plots=True, poll_seconds=2.0, out=sys.stdout):
+    """Runs a suite; returns (rows, failed runs)."""
+    if suite_name not in SUITES:
+        raise ValueError(f"`suite` must be one of {sorted(SUITES)}; received {suite_name!r}.")
+    for name, value in (("seeds", seeds), ("jobs", jobs)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` must be an int >= 1; received {name}={value!r}.")
+    suite = SUITES[suite_name]
+    if suite.needs_data and not data:
+        raise ValueError(f"Suite {suite_name!r} runs on data that is not embedded: pass "
+                         "`--data` (e.g. --data=/tmp/data/cifar10-jpg).")
+    workdir = workdir or os.path.join("runs", "reproduce", suite_name)
+    runs = plan(suite, seeds, workdir)
+    if not resume and any(os.path.exists(run.workdir) for run in runs):
+        raise ValueError(f"{workdir!r} already holds runs of this suite: pass `--resume` to "
+                         "continue it, or choose another `--suite_workdir`.")
+    os.makedirs(workdir, exist_ok=True)
+    pending = [run for run in runs if not run.finished()]
+    started = len(runs) - len(pending)
+    running, failed, t0, last = [], [], time.time(), ""
+    while pending or running:
+        while pending and len(running) < jobs:
+            run = pending.pop(0)
+            os.makedirs(run.workdir, exist_ok=True)
+            log = open(os.path.join(run.workdir, "log.txt"), "ab")
+            proc = subprocess.Popen(command(suite, run, data, extra), stdout=log,
+                                    stderr=subprocess.STDOUT)
+            log.close()
+            running.append((run, proc))
+        time.sleep(poll_seconds)
+        still = []
+        for run, proc in running:
+            if proc.poll() is None:
+                still.append((run, proc))
+            elif proc.returncode != 0 or not run.finished():
+                failed.append(run)
+                print(f"FAILED (exit {proc.returncode}): {run.row.label} seed {run.seed}; "
+                      f"see {os.path.join(run.workdir, 'log.txt')}", file=out, flush=True)
+            else:
+                write_results(suite_name, suite, runs, workdir, seeds)
+        running = still
+        line = _progress(runs, running, started, t0)
+        if line != last:
+            print(line, file=out, flush=True)
+            last = line
+    rows = write_results(suite_name, suite, runs, workdir, seeds)
+    if plots:
+        plot_accuracy_vs_time(rows, os.path.join(workdir, "accuracy_vs_time.png"),
+                              f"{suite_name}: top-1 against training time")
+        plot_mask_gallery(runs, os.path.join(workdir, "masks.png"))
+    return rows, failed
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    try:
+        rows, failed = run_suite(FLAGS.suite, FLAGS.seeds, FLAGS.jobs, FLAGS.resume,
+                                 FLAGS.suite_workdir, FLAGS.data, FLAGS.run_flag, FLAGS.plots)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
+    workdir = FLAGS.suite_workdir or os.path.join("runs", "reproduce", FLAGS.suite)
+    with open(os.path.join(workdir, "results.md")) as f:
+        print(f.read())
+    if failed:
+        print(f"{len(failed)} run(s) failed; rerun with --resume to retry them.")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)
