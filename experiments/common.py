@@ -287,14 +287,15 @@ def parse_flags(argv):
         usage_error(err)
 
 
-def write_json(path, payload):
-    """Writes JSON atomically: a failure never leaves a half-written file."""
+def write_text(path, text):
+    """Writes `text` atomically, with the usual file mode (0666 less the umask):
+    a failure never leaves a half-written file."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=True, default=str)
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
         umask = os.umask(0o022)  # mkstemp made the file 0600: give it the usual mode
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
@@ -303,6 +304,11 @@ def write_json(path, payload):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def write_json(path, payload):
+    """Writes JSON atomically: a failure never leaves a half-written file."""
+    write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str))
 
 
 def build_backbone(name, width, stem, image_size):
@@ -513,10 +519,7 @@ def start_run(workdir):
         if epoch == 0:
             os.remove(path)
         elif kept != lines:
-            tmp = path + ".tmp"
-            with open(tmp, "w", newline="") as f:
-                f.writelines(kept)
-            os.replace(tmp, path)
+            write_text(path, "".join(kept))
     return epoch
 
 

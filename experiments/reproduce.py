@@ -164,8 +164,9 @@ def _configured_epochs(run):
 
 
 def median_last(values, n=10):
+    """`common.median_last` over the finite values; None when there is none."""
     values = [v for v in values if v is not None and math.isfinite(v)]
-    return statistics.median(values[-n:]) if values else None
+    return common.median_last(values, n) if values else None
 
 
 def run_result(run):
@@ -233,18 +234,23 @@ def write_results(suite_name, suite, runs, workdir, seeds):
     rows = aggregate(suite, results)
     common.write_json(os.path.join(workdir, "results.json"), dict(
         suite=suite_name, seeds=seeds, rows=rows, runs=[r for r in results if r]))
-    _write_text(os.path.join(workdir, "results.md"), markdown(suite_name, rows, seeds))
+    common.write_text(os.path.join(workdir, "results.md"), markdown(suite_name, rows, seeds))
     return rows
 
 
-def _write_text(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 # -------------------------------------------------------------------- plots
+def _save_figure(fig, path):
+    """Writes `fig` to the PNG `path` through a temporary file, then closes it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
 def plot_accuracy_vs_time(rows, path, title):
     import matplotlib
 
@@ -265,12 +271,7 @@ def plot_accuracy_vs_time(rows, path, title):
     ax.set_ylabel("median top-1 of the last 10 epochs (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return _save_figure(fig, path)
 
 
 def plot_mask_gallery(runs, path, lams=(0.3, 0.5, 0.7), pairs=4):
@@ -297,12 +298,7 @@ def plot_mask_gallery(runs, path, lams=(0.3, 0.5, 0.7), pairs=4):
         ax.imshow(image)
         ax.set_axis_off()
         ax.set_title(label, fontsize=9)
-    fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return _save_figure(fig, path)
 
 
 # ------------------------------------------------------------------- runner
