@@ -46,8 +46,12 @@ SHARED_FLAGS = {
     "alpha": "Beta(alpha, alpha) of lambda; default per method.",
     "epochs": "Training epochs.",
     "batch_size": "Global batch size.",
-    "lr": "Peak learning rate (cosine decay to 0).",
+    "lr": "Peak learning rate (cosine decay to --min_lr).",
+    "min_lr": "Floor of the cosine learning-rate schedule; default per method.",
     "weight_decay": "SGD weight decay.",
+    "weight_decay_mode": "coupled: PyTorch's SGD as the paper trains (wd*w added to the "
+                         "gradient before the momentum) | decoupled: Keras' SGD "
+                         "(w -= lr*wd*w, about 10x weaker at momentum 0.9).",
     "momentum": "SGD momentum.",
     "warmup_epochs": "Linear learning-rate warm-up.",
     "per_class_limit": "Keep the first N training images per class.",
@@ -185,7 +189,9 @@ SHARED_CHECKS = {
     "epochs": number(1, integer=True),
     "batch_size": number(1, integer=True),
     "lr": number(0, low_open=True),
+    "min_lr": number(0, optional=True),
     "weight_decay": number(0),
+    "weight_decay_mode": choice(("coupled", "decoupled")),
     "momentum": number(0, 1, high_open=True),
     "warmup_epochs": number(0, integer=True),
     "per_class_limit": LIMIT,
@@ -221,12 +227,17 @@ def check_fields(cfg, checks):
             check(name, getattr(cfg, name))
 
 
-def check_warmup(cfg):
+def check_schedule(cfg):
+    """The learning-rate schedule's combinations: warm-up shorter than the
+    run, a floor below the peak."""
     if cfg.warmup_epochs >= cfg.epochs:
         raise ValueError(
             f"`--warmup_epochs` must be < `--epochs` ({cfg.epochs}); "
             f"received {cfg.warmup_epochs}."
         )
+    min_lr = getattr(cfg, "min_lr", None)
+    if min_lr is not None and min_lr > cfg.lr:
+        raise ValueError(f"`--min_lr` must be <= `--lr` ({cfg.lr}); received {min_lr}.")
 
 
 def check_data_flags(cfg):
@@ -435,19 +446,28 @@ def steps_per_epoch(cfg, n_train):
     return steps
 
 
-def cosine_sgd(cfg, lr, steps_per_epoch):
+def cosine_sgd(cfg, lr, steps_per_epoch, min_lr=0.0):
     """SGD (`cfg.momentum`, `cfg.weight_decay`) with `cfg.warmup_epochs` of linear
-    warm-up to `lr`, then a cosine to 0 at the end of `cfg.epochs`."""
+    warm-up to `lr`, then a cosine to `min_lr` at the end of `cfg.epochs`.
+
+    `cfg.weight_decay_mode` "coupled" (default): PyTorch's SGD, as the paper
+    trains (`keras_amix.training.optimizers.CoupledSGD`, wd·w added to the
+    gradient before the momentum); "decoupled": Keras' SGD (w ← w − lr·wd·w).
+    """
     import keras
+
+    from keras_amix.training.optimizers import CoupledSGD
 
     total = cfg.epochs * steps_per_epoch
     warmup = cfg.warmup_epochs * steps_per_epoch
+    # Keras' cosine ends at alpha × the rate it decays from.
     schedule = keras.optimizers.schedules.CosineDecay(
-        0.0 if warmup else lr, decay_steps=max(total - warmup, 1),
+        0.0 if warmup else lr, decay_steps=max(total - warmup, 1), alpha=min_lr / lr,
         warmup_target=lr if warmup else None, warmup_steps=warmup,
     )
-    return keras.optimizers.SGD(learning_rate=schedule, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay or None)
+    sgd = CoupledSGD if cfg.weight_decay_mode == "coupled" else keras.optimizers.SGD
+    return sgd(learning_rate=schedule, momentum=cfg.momentum,
+               weight_decay=cfg.weight_decay or None)
 
 
 def run_callbacks(workdir, *extra):

@@ -2,9 +2,12 @@ r"""Seeded reproduction suites: every (row, seed) of a suite through the binarie
 
 Each run is `python -m experiments.train_supervised ...` in its own folder
 `WORKDIR/<row>/seed<k>`, `--jobs` at a time (several small runs share one GPU
-well; on a CPU use 1). A run is finished when its `metrics.json` exists (the
-binary writes it last), so `--resume` skips finished runs and lets the binary
-itself resume an interrupted one from its backup. At the end (and after each
+well; on a CPU use 1, except for `smoke`, whose runs are mostly start-up and
+tracing, single-threaded: it runs 2 at a time). A run is finished when its
+`metrics.json` exists (the binary writes it last), so `--resume` skips finished
+runs and lets the binary itself resume an interrupted one from its backup.
+While runs go, a line gives the runs done, each running run's number and epoch,
+the time elapsed and an estimate of the time left. At the end (and after each
 finished run) the suite writes, atomically:
 
     results.json   every run's history and the per-row aggregates
@@ -14,7 +17,9 @@ finished run) the suite writes, atomically:
     accuracy_vs_time.png   top-1 against training time per epoch, with error
                    bars (the paper's Fig. 5, left)
     masks.png      the learned masks and mixed images of each learnable row on
-                   the same pairs at λ = 0.3, 0.5, 0.7 (the paper's Fig. 4)
+                   the same pairs at λ = 0.3, 0.5, 0.7 (the paper's Fig. 4): the
+                   `masks.png` each seed-0 run draws beside its model.keras,
+                   redrawn here only if missing or older than the model
 
 Examples:
 
@@ -54,7 +59,10 @@ class Row:
 class Suite:
     rows: tuple
     flags: tuple = ()  # flags shared by every row
+    # Flags for the AutoMix/AMix rows only (the binary refuses them with other methods).
+    learned_flags: tuple = ()
     needs_data: bool = False  # the data set is not embedded: --data is required
+    jobs: int = 1  # runs at a time unless --jobs says otherwise
     description: str = ""
 
 
@@ -72,8 +80,11 @@ _STATIC = ("mixup", "cutmix", "fmix", "saliencymix", "resizemix", "puzzlemix")
 SUITES = {
     "smoke": Suite(
         rows=_methods("vanilla", *_STATIC, "comixup", "manifoldmix", "automix", "amix"),
-        flags=("--smoke", "--epochs=1"),
-        description="every method, tiny (CI)"),
+        # As small as the binary goes: 1 epoch of 10 batches of 8 16x16 images, width 8,
+        # no SavedModel, no TensorBoard mask pictures (the run's masks.png has them).
+        flags=("--smoke", "--epochs=1"), learned_flags=("--mask_summary_every=0",),
+        jobs=2,
+        description="every method, 1 tiny epoch (CI: about 300 CPU-s, 2 runs at a time)"),
     "cifar10-5k": Suite(
         rows=_methods("vanilla", *_STATIC, "automix", "amix"),
         flags=("--preset=cpu_cifar10",), needs_data=True,
@@ -103,7 +114,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_enum("suite", "smoke", sorted(SUITES), "Which suite to run: " + "; ".join(
     f"{name}: {suite.description}" for name, suite in SUITES.items()))
 flags.DEFINE_integer("seeds", 3, "Seeds per row (0, 1, ..., N-1).", lower_bound=1)
-flags.DEFINE_integer("jobs", 1, "Runs at a time.", lower_bound=1)
+flags.DEFINE_integer("jobs", None, "Runs at a time (default: the suite's, 2 for smoke, "
+                     "else 1).", lower_bound=1)
 flags.DEFINE_bool("resume", False, "Continue a suite folder: skip finished runs, resume "
                   "interrupted ones from their backups.")
 flags.DEFINE_string("suite_workdir", None, "Suite folder (default runs/reproduce/SUITE).")
@@ -139,8 +151,9 @@ def _slug(label):
 
 
 def command(suite, run, data=None, extra=()):
-    cmd = [sys.executable, "-m", "experiments.train_supervised", *suite.flags, *run.row.flags,
-           f"--seed={run.seed}", f"--workdir={run.workdir}", "--noexport"]
+    learned = suite.learned_flags if run.row.learnable else ()
+    cmd = [sys.executable, "-m", "experiments.train_supervised", *suite.flags, *learned,
+           *run.row.flags, f"--seed={run.seed}", f"--workdir={run.workdir}", "--noexport"]
     if data:
         cmd.append(f"--dataset={data}")
     return cmd + list(extra)
@@ -274,25 +287,37 @@ def plot_accuracy_vs_time(rows, path, title):
     return _save_figure(fig, path)
 
 
-def plot_mask_gallery(runs, path, lams=(0.3, 0.5, 0.7), pairs=4):
-    """Fig. 4 for every learnable row (seed 0): the same pairs, masks, mixed images."""
+def _up_to_date(path, source):
+    """Whether `path` exists and is at least as new as `source`."""
+    return os.path.exists(path) and os.path.getmtime(path) >= os.path.getmtime(source)
+
+
+def plot_mask_gallery(runs, path):
+    """Fig. 4 for every learnable row (seed 0): the same pairs, masks, mixed images.
+
+    A row's panel is the `masks.png` that the binary draws beside its
+    `model.keras` (`visualize_amix`); only a missing or older one is drawn
+    here, so TensorFlow loads only then.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from experiments import visualize_amix
-
-    models = [run for run in runs if run.row.learnable and run.seed == 0 and run.finished()
-              and os.path.exists(os.path.join(run.workdir, "model.keras"))]
-    if not models:
-        return None
     panels = []
-    for run in models:
-        out = os.path.join(run.workdir, "masks.png")
-        visualize_amix.visualize(os.path.join(run.workdir, "model.keras"), lams=lams,
-                                 pairs=pairs, seed=0, out=out)
-        panels.append((run.row.label, plt.imread(out)))
+    for run in runs:
+        checkpoint = os.path.join(run.workdir, "model.keras")
+        if not (run.row.learnable and run.seed == 0 and run.finished()
+                and os.path.exists(checkpoint)):
+            continue
+        panel = os.path.join(run.workdir, "masks.png")
+        if not _up_to_date(panel, checkpoint):
+            from experiments import visualize_amix
+
+            visualize_amix.visualize(checkpoint, seed=0, out=panel)
+        panels.append((run.row.label, plt.imread(panel)))
+    if not panels:
+        return None
     fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.6 * len(panels)), squeeze=False)
     for ax, (label, image) in zip(axes[:, 0], panels):
         ax.imshow(image)
@@ -302,29 +327,50 @@ def plot_mask_gallery(runs, path, lams=(0.3, 0.5, 0.7), pairs=4):
 
 
 # ------------------------------------------------------------------- runner
-def _progress(runs, running, started, t0):
+def _clock(seconds):
+    """`seconds` as m:ss, or h:mm:ss from an hour on."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def progress(runs, running, pending, completed, elapsed):
+    """The progress line and its state (the line less the clock).
+
+    Runs are numbered by their place in `runs` (the launch order); `running`
+    holds `(run, process, epochs done at its start)`; `pending` and `completed`
+    count the runs still to start and those this invocation ended (finished
+    or failed). The time left extrapolates the work done here (whole
+    runs plus the running runs' fractions of their epochs) to the work left.
+    """
+    number = {run.workdir: i for i, run in enumerate(runs, 1)}
     done = sum(run.finished() for run in runs)
-    parts = []
-    for run, _proc in running:
-        total = _configured_epochs(run)
-        parts.append(f"{run.row.label}/seed{run.seed} epoch {_epochs_done(run)}/{total or '?'}")
-    elapsed = time.time() - t0
-    left = ""
-    finished_here = done - started
-    if finished_here > 0:
-        left = f", about {(len(runs) - done) * elapsed / finished_here / 60:.0f} min left"
-    return f"[{done}/{len(runs)} done{left}] " + "; ".join(parts)
+    parts, progressed, left = [], float(completed), float(pending)
+    for run, _proc, first_epochs in running:
+        epochs, total = _epochs_done(run), _configured_epochs(run)
+        parts.append(f"run {number[run.workdir]}/{len(runs)} {run.row.label} seed {run.seed}: "
+                     f"epoch {epochs}/{total or '?'}")
+        fraction = min(epochs / total, 1.0) if total else 0.0
+        progressed += max(fraction - (min(first_epochs / total, 1.0) if total else 0.0), 0.0)
+        left += 1.0 - fraction
+    clock = f"{_clock(elapsed)} elapsed"
+    if progressed > 0:
+        clock += f", about {_clock(elapsed * left / progressed)} left"
+    state = f"[{done}/{len(runs)} done] " + "; ".join(parts)
+    return state, f"[{done}/{len(runs)} done, {clock}] " + "; ".join(parts)
 
 
-def run_suite(suite_name, seeds=1, jobs=1, resume=False, workdir=None, data=None, extra=(),
-              plots=True, poll_seconds=2.0, out=sys.stdout):
-    """Runs a suite; returns (rows, failed runs)."""
+def run_suite(suite_name, seeds=1, jobs=None, resume=False, workdir=None, data=None, extra=(),
+              plots=True, poll_seconds=1.0, heartbeat_seconds=60.0, out=sys.stdout):
+    """Runs a suite (`jobs` runs at a time; None: the suite's default); returns
+    (rows, failed runs)."""
     if suite_name not in SUITES:
         raise ValueError(f"`suite` must be one of {sorted(SUITES)}; received {suite_name!r}.")
+    suite = SUITES[suite_name]
+    jobs = suite.jobs if jobs is None else jobs
     for name, value in (("seeds", seeds), ("jobs", jobs)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"`{name}` must be an int >= 1; received {name}={value!r}.")
-    suite = SUITES[suite_name]
     if suite.needs_data and not data:
         raise ValueError(f"Suite {suite_name!r} runs on data that is not embedded: pass "
                          "`--data` (e.g. --data=/tmp/data/cifar10-jpg).")
@@ -334,39 +380,51 @@ def run_suite(suite_name, seeds=1, jobs=1, resume=False, workdir=None, data=None
         raise ValueError(f"{workdir!r} already holds runs of this suite: pass `--resume` to "
                          "continue it, or choose another `--suite_workdir`.")
     os.makedirs(workdir, exist_ok=True)
-    pending = [run for run in runs if not run.finished()]
-    started = len(runs) - len(pending)
-    running, failed, t0, last = [], [], time.time(), ""
+    # The AutoMix/AMix runs take longest (about twice vanilla): started first, they
+    # leave the short runs to fill every slot at the end. Results keep the table order.
+    order = sorted(runs, key=lambda run: not run.row.learnable)
+    pending = [run for run in order if not run.finished()]
+    running, failed, completed = [], [], 0
+    t0 = time.time()
+    last_state, last_print = None, t0
     while pending or running:
         while pending and len(running) < jobs:
             run = pending.pop(0)
             os.makedirs(run.workdir, exist_ok=True)
-            log = open(os.path.join(run.workdir, "log.txt"), "ab")
-            proc = subprocess.Popen(command(suite, run, data, extra), stdout=log,
-                                    stderr=subprocess.STDOUT)
-            log.close()
-            running.append((run, proc))
+            with open(os.path.join(run.workdir, "log.txt"), "ab") as log:
+                proc = subprocess.Popen(command(suite, run, data, extra), stdout=log,
+                                        stderr=subprocess.STDOUT)
+            running.append((run, proc, _epochs_done(run)))
+        now = time.time()
+        state, line = progress(order, running, len(pending), completed, now - t0)
+        if state != last_state or now - last_print >= heartbeat_seconds:
+            print(line, file=out, flush=True)
+            last_state, last_print = state, now
         time.sleep(poll_seconds)
         still = []
-        for run, proc in running:
+        for entry in running:
+            run, proc, _ = entry
             if proc.poll() is None:
-                still.append((run, proc))
-            elif proc.returncode != 0 or not run.finished():
+                still.append(entry)
+                continue
+            completed += 1
+            if proc.returncode != 0 or not run.finished():
                 failed.append(run)
                 print(f"FAILED (exit {proc.returncode}): {run.row.label} seed {run.seed}; "
                       f"see {os.path.join(run.workdir, 'log.txt')}", file=out, flush=True)
             else:
                 write_results(suite_name, suite, runs, workdir, seeds)
         running = still
-        line = _progress(runs, running, started, t0)
-        if line != last:
-            print(line, file=out, flush=True)
-            last = line
+    done = sum(run.finished() for run in runs)
+    print(f"[{done}/{len(runs)} done] {completed} run(s) ended here ({len(failed)} failed) in "
+          f"{_clock(time.time() - t0)}", file=out, flush=True)
     rows = write_results(suite_name, suite, runs, workdir, seeds)
     if plots:
+        t_plots = time.time()
         plot_accuracy_vs_time(rows, os.path.join(workdir, "accuracy_vs_time.png"),
                               f"{suite_name}: top-1 against training time")
         plot_mask_gallery(runs, os.path.join(workdir, "masks.png"))
+        print(f"plots written in {_clock(time.time() - t_plots)}", file=out, flush=True)
     return rows, failed
 
 

@@ -61,6 +61,7 @@ class Config:
     batch_size: int = 64
     lr: float = 0.06
     weight_decay: float = 5e-4
+    weight_decay_mode: str = "coupled"  # PyTorch's SGD, as MoCo v2 trains
     momentum: float = 0.9
     warmup_epochs: int = 0
     projection_dim: int = 128
@@ -98,7 +99,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_enum("preset", "demo", sorted(PRESETS), "Starting configuration; flags override it.", allow_override=True)
 SHARED_CHECKS = common.define_flags(Config, [
     "dataset", "data_dir", "download", "train_split", "image_size", "backbone", "width",
-    "stem", "alpha", "epochs", "batch_size", "lr", "weight_decay", "momentum", "warmup_epochs",
+    "stem", "alpha", "epochs", "batch_size", "lr", "weight_decay",
+    "weight_decay_mode", "momentum", "warmup_epochs",
     "per_class_limit", "max_train_examples", "seed", "strategy", "export", "deterministic",
 ], train_split="Split to train on (labels unused).", image_size="View size (square).")
 flags.DEFINE_string("method", Config.method, "|".join(METHODS), allow_override=True)
@@ -160,7 +162,7 @@ def resolve_config():
 def validate(cfg):
     """Checks `cfg` in plain Python (no Keras is imported)."""
     common.check_fields(cfg, CHECKS)
-    common.check_warmup(cfg)
+    common.check_schedule(cfg)
     common.check_data_flags(cfg)
     if cfg.alpha is not None and cfg.method not in DEFAULT_ALPHA:
         raise ValueError(f"`--alpha` has no effect with --method={cfg.method}; "

@@ -54,7 +54,9 @@ class Config:
     epochs: int = 15
     batch_size: int = 64
     lr: float = 0.05
-    weight_decay: float = 5e-4
+    min_lr: float = None  # None: the method's default (LR_FLOOR)
+    weight_decay: float = 1e-4
+    weight_decay_mode: str = "coupled"  # PyTorch's SGD, as the paper trains
     momentum: float = 0.9
     warmup_epochs: int = 1
     per_class_limit: int = None
@@ -73,7 +75,11 @@ class Config:
     feature_stage: str = "stage3"
     momentum_base: float = 0.999
     momentum_final: float = None  # None: 1.0 (paper) or 0.999999 (official)
+    momentum_horizon: float = 0.02  # short runs: EMA horizon <= 2 % of the steps; 0: off
+    separate_mix_head: bool = True  # official: a clean head and a mix head, each with EMA
+    momentum_full_forward: bool = True  # official: θ_k's whole forward on the clean batch
     phi_lr: float = None  # None: the Mix Block shares the encoder's optimizer
+    phi_min_lr: float = None  # None: phi_lr × min_lr / lr
     mix_block: tuple = ()  # "switch=value" overrides, e.g. ("attention=cross",)
     mask_summary_every: int = 1  # AutoMix/AMix: mask pictures every N epochs (0: off)
 
@@ -94,11 +100,19 @@ PRESETS = {
     "fine_grained": Config(dataset="caltech_birds2011", image_size=224, augment="imagenet",
                            stem="imagenet", width=64, epochs=200, batch_size=16, lr=0.001,
                            weight_decay=5e-4, warmup_epochs=0),
-    # DESIGN §12: the calibrated CPU budget on the CIFAR-10 JPEG copy.
+    # DESIGN §12: the calibrated CPU budget on the CIFAR-10 JPEG copy, with the
+    # paper's CIFAR optimiser (coupled weight decay 1e-4).
     "cpu_cifar10": Config(image_size=32, augment="cifar", width=16, epochs=100,
-                          batch_size=100, lr=0.1, weight_decay=5e-4, per_class_limit=500,
+                          batch_size=100, lr=0.1, weight_decay=1e-4, per_class_limit=500,
                           warmup_epochs=0),
 }
+# The learning-rate floor of each method. The official code's static-mixup
+# configs decay to 0; its AutoMix / SAMix configs end the cosine at 0.05 from
+# 0.1 (CIFAR), so the Mix Block keeps learning to the end: half the peak.
+# Tiny-ImageNet's AutoMix / SAMix configs: encoder 0.2 -> 0.05, and the Mix
+# Block its own SGD, 0.1 -> 1e-3.
+LEARNED_LR_FLOOR = 0.5
+LEARNED_PRESET_LR = {"tiny_imagenet": dict(min_lr=0.05, phi_lr=0.1, phi_min_lr=1e-3)}
 # Default mixing strength per method (the paper's grid search picks these).
 DEFAULT_ALPHA = {"automix": 2.0, "amix": 2.0, "mixup": 1.0, "cutmix": 0.2, "saliencymix": 0.2, "fmix": 0.2,
                  "resizemix": 1.0, "puzzlemix": 1.0, "comixup": 2.0, "manifoldmix": 2.0}
@@ -109,7 +123,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_enum("preset", "demo", sorted(PRESETS), "Starting configuration; flags override it.", allow_override=True)
 SHARED_CHECKS = common.define_flags(Config, [
     "dataset", "data_dir", "download", "train_split", "test_split", "image_size", "backbone",
-    "width", "stem", "alpha", "epochs", "batch_size", "lr", "weight_decay", "momentum",
+    "width", "stem", "alpha", "epochs", "batch_size", "lr", "min_lr", "weight_decay",
+    "weight_decay_mode", "momentum",
     "warmup_epochs", "per_class_limit", "test_per_class_limit", "max_train_examples",
     "max_test_examples", "seed", "strategy", "export", "deterministic",
 ], image_size="Training image size (square).")
@@ -118,15 +133,33 @@ flags.DEFINE_string("method", Config.method, "|".join(METHODS), allow_override=T
 flags.DEFINE_enum("export_encoder", Config.export_encoder, ["online", "momentum"],
                   "AutoMix/AMix: which encoder the SavedModel serves.", allow_override=True)
 flags.DEFINE_enum("settings", Config.settings, ["paper", "official"],
-                  "AutoMix/AMix: the paper's Mix Block settings or the official code's "
-                  "(ELU, no dropout, fixed gamma=1, lam adjusting p=0.25, lam margin 0.08, "
-                  "momentum to 0.999999; AutoMix without a lam input).", allow_override=True)
+                  "AutoMix/AMix: the paper's Mix Block or the official code's CIFAR one "
+                  "(MixBlock presets automix_official / amix_official: lam margin 0.08, "
+                  "PyTorch BatchNorm; SAMix: ELU, no dropout, gamma=1 with lam rescaling "
+                  "k=0.25, value convs without bias, batch-centred variance, lam adjusting "
+                  "p=0.25; AutoMix: no lam input) and momentum to 0.999999.",
+                  allow_override=True)
 flags.DEFINE_string("mix_loss", Config.mix_loss, "Mix Block loss: " + " | ".join(common.MIX_LOSSES), allow_override=True)
 flags.DEFINE_string("feature_stage", Config.feature_stage, "Backbone stage read by the Mix Block: "
                     + " | ".join(common.FEATURE_STAGES), allow_override=True)
 flags.DEFINE_float("momentum_base", Config.momentum_base, "EMA momentum at the start.", allow_override=True)
 flags.DEFINE_float("momentum_final", None, "EMA momentum at the end (cosine).", allow_override=True)
-flags.DEFINE_float("phi_lr", None, "Separate learning rate of the Mix Block (cosine to 0).", allow_override=True)
+flags.DEFINE_float("momentum_horizon", Config.momentum_horizon,
+                   "AutoMix/AMix: largest EMA horizon 1/(1-m) of the momentum encoder as a "
+                   "fraction of the training steps; lowers the starting momentum of short runs "
+                   "(the paper's budgets are unchanged). 0: the schedule as written.",
+                   allow_override=True)
+flags.DEFINE_bool("separate_mix_head", Config.separate_mix_head,
+                  "AutoMix/AMix: a clean head and a mix head, each with its EMA copy, the Mix "
+                  "Block trained through the EMA mix head (official code); false: one head.",
+                  allow_override=True)
+flags.DEFINE_bool("momentum_full_forward", Config.momentum_full_forward,
+                  "AutoMix/AMix: the momentum encoder's whole forward runs on the clean batch "
+                  "each step (official code); false: only up to --feature_stage.",
+                  allow_override=True)
+flags.DEFINE_float("phi_lr", None, "Separate learning rate of the Mix Block (cosine).", allow_override=True)
+flags.DEFINE_float("phi_min_lr", None, "Floor of the Mix Block's cosine (default "
+                   "phi_lr * min_lr / lr).", allow_override=True)
 flags.DEFINE_multi_string("mix_block", [], "Mix Block switch override 'name=value'; repeatable, "
                           "e.g. --mix_block=attention=cross --mix_block=content=linear "
                           "(one Table-8 ablation row per switch).", allow_override=True)
@@ -150,7 +183,9 @@ CHECKS = {
     "feature_stage": common.choice(common.FEATURE_STAGES),
     "momentum_base": common.number(0, 1),
     "momentum_final": common.number(0, 1, optional=True),
+    "momentum_horizon": common.number(0, 1),
     "phi_lr": common.number(0, low_open=True, optional=True),
+    "phi_min_lr": common.number(0, optional=True),
     "mix_block": lambda name, items: [_split_switch(item) for item in items],
     "mask_summary_every": common.number(0, integer=True),
     "workdir": common.text(),
@@ -158,7 +193,9 @@ CHECKS = {
 common.register_checks(CHECKS)
 # Flags only AutoMix / AMix read.
 LEARNED_FLAGS = ("export_encoder", "settings", "mix_loss", "feature_stage", "momentum_base",
-                 "momentum_final", "phi_lr", "mix_block", "mask_summary_every")
+                 "momentum_final", "momentum_horizon", "separate_mix_head",
+                 "momentum_full_forward", "phi_lr", "phi_min_lr", "mix_block",
+                 "mask_summary_every")
 
 
 def resolve_config():
@@ -184,7 +221,28 @@ def resolve_config():
         cfg = dataclasses.replace(cfg, **smoke)
     if cfg.alpha is None and cfg.method in DEFAULT_ALPHA:
         cfg = dataclasses.replace(cfg, alpha=DEFAULT_ALPHA[cfg.method])
+    cfg = learning_rates(cfg, FLAGS.preset)
     validate(cfg)
+    return cfg
+
+
+def learning_rates(cfg, preset=None):
+    """`cfg` with the method's learning-rate floors where they are unset (None).
+
+    With `preset` (the flags' --preset), also that preset's AutoMix / AMix
+    rates (`LEARNED_PRESET_LR`) for the flags the user did not set.
+    """
+    updates = {}
+    if cfg.method in LEARNED_METHODS and preset is not None:
+        for name, value in LEARNED_PRESET_LR.get(preset, {}).items():
+            if not FLAGS[name].present:
+                updates[name] = value
+    cfg = dataclasses.replace(cfg, **updates)
+    if cfg.min_lr is None:
+        floor = LEARNED_LR_FLOOR * cfg.lr if cfg.method in LEARNED_METHODS else 0.0
+        cfg = dataclasses.replace(cfg, min_lr=floor)
+    if cfg.phi_lr is not None and cfg.phi_min_lr is None:
+        cfg = dataclasses.replace(cfg, phi_min_lr=cfg.phi_lr * cfg.min_lr / cfg.lr)
     return cfg
 
 
@@ -192,12 +250,15 @@ def validate(cfg):
     """Checks `cfg` in plain Python (no Keras); the Mix Block switch values are
     checked by `mix_block_switches`, which builds a MixBlock."""
     common.check_fields(cfg, CHECKS)
-    common.check_warmup(cfg)
+    common.check_schedule(cfg)
     common.check_data_flags(cfg)
     if cfg.alpha is not None and cfg.method == "vanilla":
         raise ValueError(f"`--alpha` has no effect with --method=vanilla; received {cfg.alpha}.")
+    if cfg.phi_min_lr is not None and cfg.phi_lr is not None and cfg.phi_min_lr > cfg.phi_lr:
+        raise ValueError(f"`--phi_min_lr` must be <= `--phi_lr` ({cfg.phi_lr}); "
+                         f"received {cfg.phi_min_lr}.")
     if cfg.method not in LEARNED_METHODS:
-        for name in ("phi_lr", "momentum_final"):
+        for name in ("phi_lr", "phi_min_lr", "momentum_final"):
             if getattr(cfg, name) is not None:
                 raise ValueError(f"`--{name}` applies to --method=automix|amix; received "
                                  f"method {cfg.method!r}.")
@@ -219,15 +280,19 @@ def validate(cfg):
         )
 
 
-# The official code's Mix Block settings on CIFAR / Tiny-ImageNet (DESIGN §4).
-OFFICIAL_SWITCHES = {
-    "automix": dict(lam_encoding="none", dropout=0.0, activation="elu"),
-    "amix": dict(gamma=1.0, dropout=0.0, activation="elu", lam_adjust_prob=0.25,
-                 lam_margin=0.08),
-}
+def mix_block_preset(cfg):
+    """The Mix Block preset of a config: the paper's ("automix" | "amix") or,
+    with --settings=official, the official code's CIFAR one (DESIGN §4)."""
+    return cfg.method + ("_official" if cfg.settings == "official" else "")
 
 
 def _parse_value(text):
+    """A --mix_block value: int, float, true/false, none, else the string."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered == "none":
+        return None
     for kind in (int, float):
         try:
             return kind(text)
@@ -244,12 +309,10 @@ def _split_switch(item):
 
 
 def mix_block_switches(cfg):
-    """The Mix Block switches of a config: settings, then --mix_block overrides."""
+    """The --mix_block overrides of a config, checked against the Mix Block."""
     from keras_amix.layers.mix_block import SWITCHES
 
     switches = {}
-    if cfg.settings == "official" and cfg.method in OFFICIAL_SWITCHES:
-        switches.update(OFFICIAL_SWITCHES[cfg.method])
     for item in cfg.mix_block:
         name, sep, value = item.partition("=")
         if not sep or name not in SWITCHES:
@@ -266,7 +329,7 @@ def mix_block_switches(cfg):
         from keras_amix.layers import MixBlock
 
         try:
-            MixBlock(preset=cfg.method, **switches)  # raises on a bad switch value
+            MixBlock.from_preset(mix_block_preset(cfg), **switches)  # raises on a bad value
         except ValueError as err:
             raise ValueError(f"`--mix_block`: {err}") from None
     return switches
@@ -284,11 +347,14 @@ def build_model(cfg, num_classes, total_steps=None):
         if final is None:
             final = 0.999999 if cfg.settings == "official" else 1.0
         return models.AMixClassifier(
-            backbone, num_classes, mix_block=cfg.method,
+            backbone, num_classes, mix_block=mix_block_preset(cfg),
             mix_block_kwargs=mix_block_switches(cfg), alpha=cfg.alpha,
             feature_stage=cfg.feature_stage, mix_loss=cfg.mix_loss,
-            momentum_schedule=MomentumSchedule(base=cfg.momentum_base, final=final),
-            total_steps=total_steps, seed=cfg.seed,
+            momentum_schedule=MomentumSchedule(
+                base=cfg.momentum_base, final=final,
+                horizon_fraction=cfg.momentum_horizon or None),
+            total_steps=total_steps, separate_mix_head=cfg.separate_mix_head,
+            momentum_full_forward=cfg.momentum_full_forward, seed=cfg.seed,
         )
     return models.MixupClassifier(
         backbone, num_classes, mixer=cfg.method,
@@ -299,11 +365,12 @@ def build_model(cfg, num_classes, total_steps=None):
 def make_optimizer(cfg, steps_per_epoch):
     import keras
 
-    theta = common.cosine_sgd(cfg, cfg.lr, steps_per_epoch)
+    cfg = learning_rates(cfg)
+    theta = common.cosine_sgd(cfg, cfg.lr, steps_per_epoch, min_lr=cfg.min_lr)
     if cfg.phi_lr is None or cfg.method not in LEARNED_METHODS:
         return theta
-    # θ and φ get their own SGD (Tiny-ImageNet: φ lr 0.1 with its own cosine).
-    phi = common.cosine_sgd(cfg, cfg.phi_lr, steps_per_epoch)
+    # θ and φ get their own SGD (Tiny-ImageNet: φ 0.1 -> 1e-3 with its own cosine).
+    phi = common.cosine_sgd(cfg, cfg.phi_lr, steps_per_epoch, min_lr=cfg.phi_min_lr)
     optimizer_map = keras.optimizers.OptimizerMap(
         default_optimizer=theta, optimizer_map={".*mix_block.*": phi}
     )
@@ -322,6 +389,7 @@ def train(cfg, workdir, extra_callbacks=()):
     from keras_amix import export as export_lib
     from keras_amix.training.callbacks import EpochTimer
 
+    cfg = learning_rates(cfg)
     common.set_determinism(cfg.seed, cfg.deterministic)
     os.makedirs(workdir, exist_ok=True)
     initial_epoch = common.start_run(workdir)
@@ -360,7 +428,22 @@ def train(cfg, workdir, extra_callbacks=()):
         dataset=cfg.dataset,
         method=cfg.method,
     )
+    if "top1_momentum" in results:  # AutoMix / AMix: the momentum encoder too
+        metrics.update(
+            final_top1_momentum=float(results["top1_momentum"]),
+            median_last10_top1_momentum=float(
+                common.median_last(history.get("val_top1_momentum", []))),
+        )
     common.save_keras_atomic(model, os.path.join(workdir, "model.keras"))
+    if cfg.method in LEARNED_METHODS:
+        # The paper's Fig. 4 for this run: masks and mixed images of test pairs.
+        from experiments import visualize_amix
+
+        out, stats = visualize_amix.visualize(
+            os.path.join(workdir, "model.keras"), dataset=cfg.dataset, data_dir=cfg.data_dir,
+            split=cfg.test_split, image_size=cfg.image_size, seed=cfg.seed,
+            out=os.path.join(workdir, "masks.png"))
+        metrics["mask_picture"] = dict(path=out, **stats)
     if cfg.export:
         served = model
         if cfg.method in LEARNED_METHODS:
@@ -373,6 +456,15 @@ def train(cfg, workdir, extra_callbacks=()):
     common.finish_run(workdir)
     print(f"test top-1 {metrics['final_top1']:.4f} (median of the last 10 epochs "
           f"{metrics['median_last10_top1']:.4f}); outputs in {workdir}")
+    if "final_top1_momentum" in metrics:
+        print(f"momentum encoder: test top-1 {metrics['final_top1_momentum']:.4f} (median of "
+              f"the last 10 epochs {metrics['median_last10_top1_momentum']:.4f})")
+    if "mask_picture" in metrics:
+        lams = metrics["mask_picture"]["lams"]
+        print("Mix Block masks (mean / spatial std): " + ", ".join(
+            f"λ={lam} {v['mask_mean']:.2f} / {v['mask_spatial_std']:.3f}"
+            for lam, v in lams.items()))
+        print(f"mask picture (paper Fig. 4): {metrics['mask_picture']['path']}")
     return metrics
 
 

@@ -148,9 +148,13 @@ def plot(images, masks, mixed, perm, lams, mean, std, out, title=None, stretch_m
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    fig.savefig(out, dpi=110)
+    folder = os.path.dirname(os.path.abspath(out))
+    os.makedirs(folder, exist_ok=True)
+    # Written beside, then renamed: a kill never leaves a half-written PNG.
+    tmp = os.path.join(folder, f".{os.path.basename(out)}.tmp.png")
+    fig.savefig(tmp, dpi=110)
     plt.close(fig)
+    os.replace(tmp, out)
     return out
 
 

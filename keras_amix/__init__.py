@@ -9,7 +9,7 @@ import importlib
 
 from keras_amix import backbones, layers, losses, mixers, models, training
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _LAZY = ("data", "export")
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# README command (a): install, then train on the embedded digits data set and
-# write config, metrics, TensorBoard logs, model.keras and a SavedModel into
+# README command (a): install, then train AMix (Mix Block+ and a ResNet-18) on
+# the embedded digits data set and write config, metrics, TensorBoard logs,
+# model.keras, a SavedModel and the mask picture (paper Fig. 4, masks.png) into
 # runs/supervised. Extra arguments go to the binary (e.g. --method=mixup).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 VENV="${KERAS_AMIX_VENV:-.venv}"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
-exec "$VENV/bin/python" -m experiments.train_supervised "$@"
+exec "$VENV/bin/python" -m experiments.train_supervised --method=amix "$@"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # README command (b): install, then run the whole suite once per backend
 # (one process each): TensorFlow, JAX, and torch when a torch wheel is
-# available without a download (torch stays optional).
+# available without a download (torch stays optional); after the TensorFlow
+# pass, the smoke reproduction suite end to end.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test,jax || exit 1
@@ -21,6 +22,13 @@ for backend in tensorflow jax; do
   echo "=== KERAS_BACKEND=$backend ==="
   KERAS_BACKEND=$backend "$PY" -m pytest tests -q -n 2 --dist loadfile "$@" || status=1
 done
+# The README's reproduce command end to end: every supervised method for one
+# epoch, the tables and both figures (about 300 CPU-seconds, 2 runs at a time).
+echo "=== reproduce --suite=smoke (KERAS_BACKEND=tensorflow) ==="
+start=$SECONDS
+KERAS_BACKEND=tensorflow "$PY" -m experiments.reproduce --suite=smoke --seeds=1 --jobs=2 \
+  --suite_workdir="$(mktemp -d)/smoke" || status=1
+echo "=== reproduce --suite=smoke: $((SECONDS - start)) s ==="
 if "$PY" -c "import torch" >/dev/null 2>&1; then
   echo "=== KERAS_BACKEND=torch (layers, mixers, losses) ==="
   KERAS_BACKEND=torch "$PY" -m pytest tests/layers tests/mixers tests/losses tests/backbones -q -n 2 --dist loadfile "$@" || status=1

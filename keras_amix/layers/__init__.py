@@ -3,5 +3,6 @@
 from keras_amix.layers.mix_block import MixBlock
 from keras_amix.layers.mix_block import adjust_lambda
 from keras_amix.layers.mix_block import mask_statistics
+from keras_amix.layers.mix_block import rescale_lambda
 
-__all__ = ["MixBlock", "adjust_lambda", "mask_statistics"]
+__all__ = ["MixBlock", "adjust_lambda", "mask_statistics", "rescale_lambda"]

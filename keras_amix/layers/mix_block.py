@@ -9,13 +9,27 @@ from keras import ops
 from keras_amix.losses import mask as mask_losses
 from keras_amix.mixers import checks
 
+# Where an official value comes from: OpenMixup (Westlake-AI/openmixup, snapshot
+# 37e1372), files abbreviated as
+#   [pmix]    openmixup/models/heads/pmix_block.py (PixelMixBlock),
+#   [neck]    openmixup/models/necks/conv_necks.py (ConvNeck, the non-linear value),
+#   [model]   openmixup/models/classifiers/automix.py (AutoMixup),
+#   [automix] configs/classification/cifar100/automix/basic/r18_l2_a2_near_L1_01_mlr5e_2.py,
+#   [samix]   configs/classification/cifar100/samix/basic/
+#             r18_l2_a2_bili_val_dp0_mul_x_cat_L1_var_01_mlr5e_2.py.
+# BatchNorm eps 1e-5 / momentum 0.1 are PyTorch's nn.BatchNorm2d defaults (the configs
+# give norm_cfg=dict(type='BN') without them); Keras' momentum is 1 - PyTorch's.
 PRESETS = {
     # AutoMix's Mix Block: every Table-8 switch off.
     "automix": dict(
         lam_encoding="concat",
         gamma="learned",
+        lam_rescale_k=None,
         content="linear",
         activation="relu",
+        value_bias=True,
+        norm_epsilon=1e-3,
+        norm_momentum=0.99,
         dropout=0.0,
         attention="cross",
         upsample="nearest",
@@ -23,6 +37,7 @@ PRESETS = {
         mask_loss_weight=0.1,
         mean_margin=0.1,
         var_weight=2.0,
+        var_center="sample",
         mean_reduction="batch",
         lam_adjust_prob=0.0,
         lam_margin=0.0,
@@ -31,8 +46,12 @@ PRESETS = {
     "amix": dict(
         lam_encoding="adaptive",
         gamma="learned",
+        lam_rescale_k=None,
         content="nonlinear",
         activation="relu",
+        value_bias=True,
+        norm_epsilon=1e-3,
+        norm_momentum=0.99,
         dropout=0.1,
         attention="global",
         upsample="bilinear",
@@ -40,9 +59,56 @@ PRESETS = {
         mask_loss_weight=0.1,
         mean_margin=0.1,
         var_weight=2.0,
+        var_center="sample",
         mean_reduction="batch",
         lam_adjust_prob=1.0,
         lam_margin=0.0,
+    ),
+    # The official AutoMix CIFAR-100 config.
+    "automix_official": dict(
+        lam_encoding="none",  # [automix] 28-29: lam_concat=False, lam_mul=False
+        gamma="learned",  # unused without the adaptive encoding
+        lam_rescale_k=None,  # [automix] 29: lam_mul_k=-1
+        content="linear",  # [automix] 30: value_neck_cfg=None -> one nn.Conv2d, [pmix] 132-137
+        activation="relu",  # unused by the linear content
+        value_bias=True,  # [pmix] 133-137: nn.Conv2d keeps its default bias=True
+        norm_epsilon=1e-5,  # PyTorch BatchNorm2d; unused by the linear content
+        norm_momentum=0.9,  # PyTorch momentum 0.1; unused by the linear content
+        dropout=0.0,  # [pmix] 133-137: no dropout after the linear value
+        attention="cross",  # [automix] 31: x_qk_concat=False, one shared query conv, [pmix] 306-309
+        upsample="nearest",  # [automix] 27: unsampling_mode=['nearest']
+        mask_loss="mean",  # [automix] 33: mask_loss_mode="L1"
+        mask_loss_weight=0.1,  # [automix] 13: mask_loss=0.1, applied at [model] 555-558
+        mean_margin=0.1,  # [automix] 33: mask_loss_margin=0.1
+        var_weight=2.0,  # unused by "mean"; [pmix] 372 would use 2
+        var_center="batch",  # unused by "mean"; [pmix] 372 would centre on the batch mean
+        mean_reduction="batch",  # [pmix] 361: one mean over batch and pixels, one lam
+        lam_adjust_prob=0.0,  # [automix] 14: mask_adjust=0
+        lam_margin=0.08,  # [automix] 15: lam_margin=0.08
+    ),
+    # The official SAMix CIFAR-100 config (SAMix is AMix's earlier name).
+    "amix_official": dict(
+        lam_encoding="adaptive",  # [samix] 37: lam_mul=True, lam_residual=True, [pmix] 266-268
+        gamma=1.0,  # [samix] 37: lam_mul=True -> float(True) = 1.0 fixed, [pmix] 93
+        lam_rescale_k=0.25,  # [samix] 37: lam_mul_k=0.25, [pmix] 223-228, 260-262
+        content="nonlinear",  # [samix] 7-12, 38: ConvNeck, 2 layers, hid 128 = 256 / 2
+        activation="elu",  # [neck] 47: act_cfg default ELU; [samix] 7-12 does not set it
+        value_bias=False,  # [neck] 49, 102: with_bias=False on *both* convs; [samix] does not set it
+        norm_epsilon=1e-5,  # [samix] 11: norm_cfg=dict(type='BN'), PyTorch's eps
+        norm_momentum=0.9,  # PyTorch momentum 0.1
+        dropout=0.0,  # [samix] 12: with_last_dropout=0
+        attention="global",  # [samix] 39: x_qk_concat=True, separate key conv, [pmix] 143-152
+        upsample="bilinear",  # [samix] 35: unsampling_mode=['bilinear']
+        mask_loss="mean+var",  # [samix] 41: mask_loss_mode="L1+Variance"
+        mask_loss_weight=0.1,  # [samix] 21: mask_loss=0.1, applied at [model] 555-558
+        mean_margin=0.1,  # [samix] 41: mask_loss_margin=0.1
+        var_weight=2.0,  # [pmix] 369-372: L1 - 2 * Var
+        var_center="batch",  # [pmix] 372: sum((mask - m_mean)^2) / (n h w), m_mean of the batch
+        mean_reduction="batch",  # [pmix] 361: one mean over batch and pixels, one lam
+        # Not confirmed: [samix] 22 sets mask_adjust=0; its comment says "0.25 for CIFAR",
+        # which is the value taken here.
+        lam_adjust_prob=0.25,
+        lam_margin=0.08,  # [samix] 23: lam_margin=0.08
     ),
 }
 
@@ -53,6 +119,7 @@ _CHOICES = {
     "attention": ("cross", "global"),
     "upsample": ("nearest", "bilinear"),
     "mask_loss": ("mean", "mean+var"),
+    "var_center": mask_losses.VAR_CENTERS,
     "mean_reduction": mask_losses.MEAN_REDUCTIONS,
 }
 
@@ -143,6 +210,118 @@ def _lam_as_column(lam, ndim):
     return ops.reshape(lam, (-1,) + (1,) * (ndim - 1))
 
 
+LAM_RESCALE_K_MAX = 10.0  # the official code clips k to 10 ([pmix] 107)
+
+
+def _check_lam_rescale_k(k):
+    if not (_is_number(k) and 0.0 <= k <= LAM_RESCALE_K_MAX):
+        raise ValueError(
+            f"`lam_rescale_k` must be None or a float in [0, {LAM_RESCALE_K_MAX:g}]; "
+            f"received lam_rescale_k={k!r}."
+        )
+
+
+def rescale_lambda(lam, k):
+    """SAMix's lambda rescaling for the adaptive lambda encoding.
+
+    With ``k' = k + 1``::
+
+        lam' = (4/3 lam^3 - 2 lam^2 + k' lam) / (k' - 2/3)
+
+    Its derivative is ``((2 lam - 1)^2 + k) / (k' - 2/3) >= 0``, so on
+    ``[0, 1]`` it is increasing, fixes 0, 1/2 and 1, and is symmetric:
+    ``lam'(1 - lam) = 1 - lam'(lam)``. A small ``k`` pulls ``lam`` towards
+    1/2 (``k = 0.25``: 0.3 -> 0.396); ``k -> inf`` gives the identity.
+
+    Args:
+        lam: scalar or tensor of mixing ratios in ``[0, 1]``.
+        k: a float in ``[0, 10]`` (the official CIFAR value is 0.25).
+
+    Returns:
+        float32 tensor of the shape of ``lam``.
+
+    Reference:
+        OpenMixup ``PixelMixBlock.rescale_lam_mult`` (SAMix, arXiv:2111.15454).
+    """
+    _check_lam_rescale_k(k)
+    k1 = float(k) + 1.0
+    lam = ops.cast(ops.convert_to_tensor(lam), "float32")
+    return lam * (k1 + lam * (lam * (4.0 / 3.0) - 2.0)) / (k1 - 2.0 / 3.0)
+
+
+def _validate_switches(switches):
+    """ValueError naming the first bad switch, its value and what is allowed."""
+    for name, allowed in _CHOICES.items():
+        if switches[name] not in allowed:
+            raise ValueError(
+                f"`{name}` must be one of {allowed}; received {name}={switches[name]!r}."
+            )
+    gamma = switches["gamma"]
+    if not (gamma == "learned" or (_is_number(gamma) and 0.0 <= gamma <= 1.0)):
+        raise ValueError(
+            "`gamma` must be 'learned' or a float in [0, 1]; "
+            f"received gamma={gamma!r}."
+        )
+    k = switches["lam_rescale_k"]
+    if k is not None:
+        _check_lam_rescale_k(k)
+        if switches["lam_encoding"] != "adaptive":
+            raise ValueError(
+                "`lam_rescale_k` rescales lam for lam_encoding='adaptive' only; received "
+                f"lam_rescale_k={k!r} with lam_encoding={switches['lam_encoding']!r} "
+                "(pass lam_rescale_k=None)."
+            )
+    if not isinstance(switches["value_bias"], (bool, np.bool_)):
+        raise ValueError(
+            f"`value_bias` must be True or False; received value_bias={switches['value_bias']!r}."
+        )
+    epsilon = switches["norm_epsilon"]
+    if not (_is_number(epsilon) and 0.0 < epsilon < math.inf):
+        raise ValueError(
+            f"`norm_epsilon` must be a float > 0; received norm_epsilon={epsilon!r}."
+        )
+    momentum = switches["norm_momentum"]
+    if not (_is_number(momentum) and 0.0 <= momentum < 1.0):
+        raise ValueError(
+            "`norm_momentum` must be a float in [0, 1) (Keras convention: the weight of the "
+            "old moving statistics, 1 - PyTorch's momentum); "
+            f"received norm_momentum={momentum!r}."
+        )
+    for name in ("dropout", "lam_adjust_prob"):
+        value = switches[name]
+        if not (_is_number(value) and 0.0 <= value <= 1.0):
+            raise ValueError(
+                f"`{name}` must be a float in [0, 1]; received {name}={value!r}."
+            )
+    if switches["dropout"] >= 1.0:
+        raise ValueError(f"`dropout` must be < 1; received dropout={switches['dropout']!r}.")
+    if not (_is_number(switches["lam_margin"]) and 0.0 <= switches["lam_margin"] < 0.5):
+        raise ValueError(
+            "`lam_margin` must be a float in [0, 0.5); "
+            f"received lam_margin={switches['lam_margin']!r}."
+        )
+    for name in ("mask_loss_weight", "mean_margin", "var_weight"):
+        if not _is_number(switches[name]):
+            raise ValueError(f"`{name}` must be a number; received {name}={switches[name]!r}.")
+    if switches["mask_loss_weight"] < 0 or switches["mean_margin"] < 0:
+        raise ValueError(
+            "`mask_loss_weight` and `mean_margin` must be >= 0; received "
+            f"mask_loss_weight={switches['mask_loss_weight']!r}, "
+            f"mean_margin={switches['mean_margin']!r}."
+        )
+
+
+def _normalise_switch(name, value):
+    """The value stored (and returned by get_config) for a validated switch."""
+    if name in _CHOICES or (name == "gamma" and value == "learned"):
+        return value
+    if name == "value_bias":
+        return bool(value)
+    if name == "lam_rescale_k" and value is None:
+        return None
+    return float(value)
+
+
 @keras.saving.register_keras_serializable(package="keras_amix")
 class MixBlock(keras.layers.Layer):
     """Learnable pixel-mask generator: AutoMix's Mix Block and AMix's Mix Block+.
@@ -156,8 +335,9 @@ class MixBlock(keras.layers.Layer):
 
     1. lam encoding: ``"concat"`` appends a constant channel ``lam`` to
        ``z_a`` and ``1 - lam`` to ``z_b``; ``"adaptive"`` scales
-       ``z_a <- (1 + gamma * lam) z_a`` and ``z_b <- (1 + gamma (1 - lam)) z_b``;
-       ``"none"`` leaves them.
+       ``z_a <- (1 + gamma * lam) z_a`` and ``z_b <- (1 + gamma (1 - lam)) z_b``,
+       with ``lam`` first replaced by `rescale_lambda` ``(lam, k)`` when
+       ``lam_rescale_k=k`` is set; ``"none"`` leaves them.
     2. value ``v`` from the ``z_b`` side: ``"linear"`` 1x1 conv C -> 1, or
        ``"nonlinear"`` 1x1 conv C -> C/2, BatchNorm, activation, 1x1 conv
        C/2 -> 1; then Dropout(``dropout``).
@@ -173,9 +353,16 @@ class MixBlock(keras.layers.Layer):
 
     The returned mask is always float32.
 
+    Presets (see `from_preset` and `PRESETS`): ``"automix"`` and ``"amix"``
+    follow the papers; ``"automix_official"`` and ``"amix_official"`` hold
+    the official code's CIFAR-100 values. Every switch below defaults to the
+    preset's value; the paper presets keep the behaviour the layer had
+    before the official-code switches existed.
+
     Args:
-        preset: ``"amix"`` (Mix Block+, all Table-8 switches on) or
-            ``"automix"`` (all off). Explicit switches override the preset.
+        preset: ``"amix"`` (Mix Block+, all Table-8 switches on),
+            ``"automix"`` (all off), ``"amix_official"`` or
+            ``"automix_official"``. Explicit switches override the preset.
         in_channels: optional expected channel count ``C`` of the features;
             checked at build time.
         lam_encoding: ``"none"``, ``"concat"`` or ``"adaptive"``.
@@ -183,8 +370,29 @@ class MixBlock(keras.layers.Layer):
             ``[0, 1]`` by a constraint and clamped where used) or a float in
             ``[0, 1]`` (the official code fixes ``gamma = 1``). Only used by
             ``lam_encoding="adaptive"``.
+        lam_rescale_k: ``None`` (paper: ``lam`` used as is) or a float ``k``
+            in ``[0, 10]``: SAMix's rescaling `rescale_lambda` of ``lam``
+            before the adaptive encoding (official CIFAR ``k = 0.25``). Only
+            allowed with ``lam_encoding="adaptive"``.
         content: ``"linear"`` or ``"nonlinear"``.
         activation: ``"relu"`` (paper) or ``"elu"`` (official code).
+        value_bias: whether the value 1x1 convolutions carry a bias: the
+            ``"linear"`` value conv, and *both* convs of the ``"nonlinear"``
+            value (the one before BatchNorm and the last C/2 -> 1 one). True
+            (paper presets) or False. The official ``ConvNeck`` builds every
+            conv with ``bias=with_bias`` and ``with_bias=False`` by default,
+            so its non-linear value has no bias at all, not only before the
+            norm; the official linear value is a plain ``nn.Conv2d`` with a
+            bias. The query / key convs always have a bias (the official
+            ``ConvModule(bias='auto')`` without a norm keeps it).
+        norm_epsilon: epsilon of the value BatchNorm (Keras' 1e-3; PyTorch
+            1e-5). Only used by ``content="nonlinear"``.
+        norm_momentum: momentum of the value BatchNorm in Keras' convention,
+            the weight of the old moving statistics (Keras' 0.99; PyTorch's
+            default momentum 0.1 is 0.9 here). Only used by
+            ``content="nonlinear"``. (PyTorch also updates its running
+            variance with the unbiased batch variance; Keras uses the biased
+            one.)
         dropout: dropout rate on the value map (paper 0.1, official CIFAR 0).
         attention: ``"cross"`` or ``"global"``.
         upsample: ``"nearest"`` or ``"bilinear"``.
@@ -194,6 +402,11 @@ class MixBlock(keras.layers.Layer):
         var_weight: ``L_mask = beta (L_mean - var_weight * L_var)``; 2.0 is the
             official sign and weight, a negative value gives the paper's
             ``+ L_var``.
+        var_center: centring of ``L_var``: ``"sample"`` (each mask around its
+            own mean, the paper's formula) or ``"batch"`` (around the mean of
+            the whole batch of masks, the official ``L1+Variance``); see
+            `keras_amix.losses.mask.mask_variance`. Only used by
+            ``mask_loss="mean+var"``.
         mean_reduction: ``"batch"`` (compare the batch-and-pixel mean of the
             mask with the batch-mean lam; DESIGN and official code) or
             ``"sample"`` (per-image means, the paper's ``mu_i``).
@@ -226,7 +439,8 @@ class MixBlock(keras.layers.Layer):
 
     Reference:
         AMix paper section 3.2, eq. 5 (Mix Block+), Table 8 (one switch per
-        row); AutoMix (Liu et al., 2021) for the Mix Block.
+        row); AutoMix (Liu et al., 2021) for the Mix Block; OpenMixup's
+        ``PixelMixBlock`` and ``ConvNeck`` for the official-code switches.
     """
 
     def __init__(self, preset="amix", in_channels=None, seed=None, **kwargs):
@@ -238,61 +452,61 @@ class MixBlock(keras.layers.Layer):
         for name in SWITCHES:
             if name in kwargs:
                 switches[name] = kwargs.pop(name)
-        super().__init__(**kwargs)
-        self._allow_non_tensor_positional_args = True
-        self._convert_input_args = False
-
-        for name, allowed in _CHOICES.items():
-            if switches[name] not in allowed:
-                raise ValueError(
-                    f"`{name}` must be one of {allowed}; received {name}={switches[name]!r}."
-                )
-        gamma = switches["gamma"]
-        if not (gamma == "learned" or (_is_number(gamma) and 0.0 <= gamma <= 1.0)):
-            raise ValueError(
-                "`gamma` must be 'learned' or a float in [0, 1]; "
-                f"received gamma={gamma!r}."
-            )
-        for name in ("dropout", "lam_adjust_prob"):
-            value = switches[name]
-            if not (_is_number(value) and 0.0 <= value <= 1.0):
-                raise ValueError(
-                    f"`{name}` must be a float in [0, 1]; received {name}={value!r}."
-                )
-        if switches["dropout"] >= 1.0:
-            raise ValueError(f"`dropout` must be < 1; received dropout={switches['dropout']!r}.")
-        if not (_is_number(switches["lam_margin"]) and 0.0 <= switches["lam_margin"] < 0.5):
-            raise ValueError(
-                "`lam_margin` must be a float in [0, 0.5); "
-                f"received lam_margin={switches['lam_margin']!r}."
-            )
-        for name in ("mask_loss_weight", "mean_margin", "var_weight"):
-            if not _is_number(switches[name]):
-                raise ValueError(f"`{name}` must be a number; received {name}={switches[name]!r}.")
-        if switches["mask_loss_weight"] < 0 or switches["mean_margin"] < 0:
-            raise ValueError(
-                "`mask_loss_weight` and `mean_margin` must be >= 0; received "
-                f"mask_loss_weight={switches['mask_loss_weight']!r}, "
-                f"mean_margin={switches['mean_margin']!r}."
-            )
+        _validate_switches(switches)
         if in_channels is not None and (not isinstance(in_channels, int) or in_channels < 1):
             raise ValueError(
                 f"`in_channels` must be a positive int or None; received in_channels={in_channels!r}."
             )
         if seed is not None and not isinstance(seed, int):
             raise ValueError(f"`seed` must be an int or None; received seed={seed!r}.")
+        super().__init__(**kwargs)
+        self._allow_non_tensor_positional_args = True
+        self._convert_input_args = False
 
         self.preset = preset
         self.in_channels = in_channels
         self.seed = seed
         for name in SWITCHES:
-            value = switches[name]
-            if name not in _CHOICES and name != "gamma":
-                value = float(value)
-            elif name == "gamma" and value != "learned":
-                value = float(value)
-            setattr(self, _ATTRIBUTE.get(name, name), value)
+            setattr(self, _ATTRIBUTE.get(name, name), _normalise_switch(name, switches[name]))
         self.seed_generator = keras.random.SeedGenerator(seed)
+
+    @classmethod
+    def from_preset(cls, name, /, **overrides):
+        """A MixBlock from one of `PRESETS`; ``overrides`` are switches (or layer kwargs).
+
+        The same as ``MixBlock(preset=name, **overrides)``, with the same
+        validation. ``name`` is positional-only, so that ``name="..."`` in
+        ``overrides`` still names the layer. Presets:
+
+        - ``"automix"``: AutoMix's Mix Block as in the paper (every Table-8
+          switch off).
+        - ``"amix"``: AMix's Mix Block+ as in the paper (every Table-8 switch
+          on).
+        - ``"automix_official"``: the official AutoMix CIFAR-100 config: no
+          lam encoding, linear content, nearest upsampling, ``"mean"`` loss,
+          ``lam_margin=0.08``, no lam adjusting, PyTorch BatchNorm settings.
+        - ``"amix_official"``: the official SAMix CIFAR-100 config: adaptive
+          lam encoding with ``gamma=1`` and ``lam_rescale_k=0.25``, nonlinear
+          ELU content without biases or dropout, global attention, bilinear
+          upsampling, ``"mean+var"`` with ``var_center="batch"``,
+          ``lam_margin=0.08``, ``lam_adjust_prob=0.25``, PyTorch BatchNorm
+          settings.
+
+        See `PRESETS` for every value and the line of the official code it
+        comes from.
+
+        Example:
+
+        >>> block = MixBlock.from_preset("amix_official", lam_adjust_prob=0.0)
+        >>> block.get_config()["lam_rescale_k"]
+        0.25
+        """
+        if "preset" in overrides:
+            raise ValueError(
+                "`MixBlock.from_preset` takes the preset as `name`; received also "
+                f"preset={overrides['preset']!r}."
+            )
+        return cls(preset=name, **overrides)
 
     # ------------------------------------------------------------------ build
 
@@ -300,10 +514,11 @@ class MixBlock(keras.layers.Layer):
         seed = None if self.seed is None else self.seed + offset
         return keras.initializers.RandomNormal(mean=0.0, stddev=0.01, seed=seed)
 
-    def _conv(self, filters, name, offset):
+    def _conv(self, filters, name, offset, use_bias=True):
         return keras.layers.Conv2D(
             filters,
             1,
+            use_bias=use_bias,
             kernel_initializer=self._initializer(offset),
             bias_initializer="zeros",
             dtype=self.dtype_policy,
@@ -340,12 +555,16 @@ class MixBlock(keras.layers.Layer):
             )
 
         if self.content == "linear":
-            self.value_conv = self._conv(1, "value", 0)
+            self.value_conv = self._conv(1, "value", 0, use_bias=self.value_bias)
             self.value_conv.build(spatial + (side,))
             self.value_layers = [self.value_conv]
         else:
-            self.value_conv1 = self._conv(self.inter_channels, "value_1", 0)
+            self.value_conv1 = self._conv(
+                self.inter_channels, "value_1", 0, use_bias=self.value_bias
+            )
             self.value_norm = keras.layers.BatchNormalization(
+                momentum=self.norm_momentum,
+                epsilon=self.norm_epsilon,
                 gamma_initializer="ones",
                 beta_initializer="zeros",
                 dtype=self.dtype_policy,
@@ -354,7 +573,7 @@ class MixBlock(keras.layers.Layer):
             self.value_activation = keras.layers.Activation(
                 self.activation, dtype=self.dtype_policy, name="value_activation"
             )
-            self.value_conv2 = self._conv(1, "value_2", 1)
+            self.value_conv2 = self._conv(1, "value_2", 1, use_bias=self.value_bias)
             self.value_conv1.build(spatial + (side,))
             self.value_norm.build(spatial + (self.inter_channels,))
             self.value_conv2.build(spatial + (self.inter_channels,))
@@ -454,6 +673,8 @@ class MixBlock(keras.layers.Layer):
             za = ops.concatenate([za, ones * lam_c], axis=-1)
             zb = ops.concatenate([zb, ones * (1.0 - lam_c)], axis=-1)
         elif self.lam_encoding == "adaptive":
+            if self.lam_rescale_k is not None:
+                lam_c = ops.cast(rescale_lambda(lam_col, self.lam_rescale_k), dtype)
             gamma = ops.cast(self._gamma_value(), dtype)
             za = (1.0 + gamma * lam_c) * za
             zb = (1.0 + gamma * (1.0 - lam_c)) * zb
@@ -509,8 +730,9 @@ class MixBlock(keras.layers.Layer):
     def mask_loss(self, mask, lam):
         """``mask_loss_weight * (L_mean - var_weight * L_var)`` as a float32 scalar.
 
-        ``L_var`` is included only for ``mask_loss="mean+var"``. See
-        `keras_amix.losses.mask.mask_loss` for the reductions.
+        ``L_var`` (centred as ``var_center`` says) is included only for
+        ``mask_loss="mean+var"``. See `keras_amix.losses.mask.mask_loss` for
+        the reductions.
         """
         _check_lam(lam, "mask_loss", _batch_of(mask))
         return mask_losses.mask_loss(
@@ -521,6 +743,7 @@ class MixBlock(keras.layers.Layer):
             margin=self.mean_margin,
             var_weight=self.var_weight,
             reduction=self.mean_reduction,
+            var_center=self.var_center,
         )
 
     def adjust_lambda(self, mask, lam):

@@ -10,6 +10,7 @@ should be close to ``lam`` (the weight of the first label).
 from keras import ops
 
 MEAN_REDUCTIONS = ("batch", "sample")
+VAR_CENTERS = ("sample", "batch")
 
 
 def _as_float32(x):
@@ -53,14 +54,30 @@ def mask_mean_loss(mask, lam, margin=0.1, reduction="batch"):
     return ops.mean(ops.maximum(per_sample - margin, 0.0))
 
 
-def mask_variance(mask):
-    """Pixel variance of each mask around its own mean, averaged over the batch.
+def mask_variance(mask, center="sample"):
+    """Pixel variance of the masks, a float32 scalar.
 
-    ``L_var = mean_b (1/HW) sum_hw (s_bhw - mu_b)^2`` (the paper's formula).
-    The official code measures the squared deviation from the *batch* mean
-    instead; the two differ by the variance of the per-sample means.
+    ``center="sample"`` (the paper's formula): each mask around its own mean,
+    averaged over the batch, ``L_var = mean_b (1/HW) sum_hw (s_bhw - mu_b)^2``.
+
+    ``center="batch"`` (the official ``L1+Variance`` loss): the squared
+    deviation from the mean ``mu`` of the whole batch of masks over all
+    pixels, ``L_var = (1/BHW) sum_bhw (s_bhw - mu)^2``. As every mask has the
+    same pixel count, this is the ``"sample"`` value plus the variance of the
+    per-sample means ``mu_b``: never smaller, equal when all masks share
+    their mean.
+
+    Args:
+        mask: ``(B, H, W, 1)`` (or ``(B, H, W)``) mask.
+        center: ``"sample"`` or ``"batch"``.
     """
+    if center not in VAR_CENTERS:
+        raise ValueError(
+            f"`center` must be one of {VAR_CENTERS}; received center={center!r}."
+        )
     flat = _flatten_mask(mask)
+    if center == "batch":
+        return ops.mean(ops.square(flat - ops.mean(flat)))
     return ops.mean(ops.var(flat, axis=1))
 
 
@@ -72,6 +89,7 @@ def mask_loss(
     margin=0.1,
     var_weight=2.0,
     reduction="batch",
+    var_center="sample",
 ):
     """The Mix Block mask loss ``weight * (L_mean - var_weight * L_var)``.
 
@@ -89,6 +107,8 @@ def mask_loss(
         margin: ``epsilon`` of ``L_mean`` (0.1).
         var_weight: weight of the subtracted variance term (2.0).
         reduction: see `mask_mean_loss`.
+        var_center: ``"sample"`` (the paper) or ``"batch"`` (the official
+            code); see `mask_variance`.
 
     Returns:
         A float32 scalar.
@@ -97,7 +117,11 @@ def mask_loss(
         raise ValueError(
             f"`mode` must be one of ('mean', 'mean+var'); received mode={mode!r}."
         )
+    if var_center not in VAR_CENTERS:
+        raise ValueError(
+            f"`var_center` must be one of {VAR_CENTERS}; received var_center={var_center!r}."
+        )
     loss = mask_mean_loss(mask, lam, margin=margin, reduction=reduction)
     if mode == "mean+var":
-        loss = loss - var_weight * mask_variance(mask)
+        loss = loss - var_weight * mask_variance(mask, center=var_center)
     return weight * loss

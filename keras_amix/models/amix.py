@@ -29,15 +29,18 @@ class AMixClassifier(StepModel):
     Each training step (DESIGN §5, paper §3.2-3.3) draws two mixing ratios
     λ_φ, λ_θ ~ Beta(α, α) and two pairings, reads stage features of the
     *momentum* encoder θ_k, and lets the Mix Block φ predict a pixel mask for
-    each. The online encoder θ_q trains on the clean batch (one-hot CE) plus
-    the images mixed with the stop-gradient mask of λ_θ (after λ adjusting and
-    the λ margin); the Mix Block trains on `mix_loss` of the momentum encoder
-    on the images mixed with the mask of λ_φ, plus the mask loss. Gradients
-    of the Mix Block's loss flow through the frozen momentum encoder into the
-    pixels and reach only φ. After the optimizer step, θ_k ← m θ_k + (1−m) θ_q,
-    with m from `momentum_schedule` at the model's step counter (so a resumed
-    run continues the schedule where it stopped). BatchNorm statistics of θ_k
-    come from its own forward passes.
+    each. The online encoder θ_q trains on the clean batch (one-hot CE of the
+    clean head) plus the images mixed with the stop-gradient mask of λ_θ
+    (after λ adjusting and the λ margin; mixup CE of the mix head); the Mix
+    Block trains on `mix_loss` of the momentum encoder and the EMA of the mix
+    head on the images mixed with the mask of λ_φ, plus the mask loss.
+    Gradients of the Mix Block's loss flow through the frozen momentum
+    encoder into the pixels and reach only φ. After the optimizer step,
+    θ_k ← m θ_k + (1−m) θ_q (backbone and both heads), with m from
+    `momentum_schedule` at the model's step counter (so a resumed run
+    continues the schedule where it stopped). BatchNorm statistics of θ_k
+    come from its own forward passes: the whole forward on the clean batch
+    and the forward on the φ-mixed images, as in the official code.
 
     Separate learning rates for θ and φ: compile with
     `keras.optimizers.MultiOptimizer` and route variables whose path contains
@@ -60,6 +63,15 @@ class AMixClassifier(StepModel):
             momentum stays at its base value).
         clean_loss_weight: weight of the one-hot CE on the clean batch.
         bce_temperature: temperature of the "bce" similarities.
+        separate_mix_head: True (official code): two classifier heads, one
+            for the clean CE (`head`, the one evaluated and exported) and one
+            for the mixup CE (`mix_head`), each with its EMA copy; φ trains
+            through the EMA of the mix head. False: one head serves both
+            losses and φ trains through its EMA copy.
+        momentum_full_forward: True (official code): the momentum encoder
+            runs its whole forward on the clean batch every step (its
+            BatchNorm statistics after the Mix Block's stage see clean
+            images too); False: it runs only up to `feature_stage`.
         seed: int seed of λ and the pairings.
 
     Call arguments:
@@ -88,7 +100,8 @@ class AMixClassifier(StepModel):
     def __init__(self, backbone, num_classes, mix_block="amix", mix_block_kwargs=None,
                  alpha=2.0, feature_stage="stage3", mix_loss="ce",
                  momentum_schedule=None, total_steps=None, clean_loss_weight=1.0,
-                 bce_temperature=0.2, seed=None, **kwargs):
+                 bce_temperature=0.2, separate_mix_head=True, momentum_full_forward=True,
+                 seed=None, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"`num_classes` must be an integer >= 2; received {num_classes!r}.")
@@ -112,6 +125,8 @@ class AMixClassifier(StepModel):
         self.total_steps = total_steps
         self.clean_loss_weight = float(clean_loss_weight)
         self.bce_temperature = float(bce_temperature)
+        self.separate_mix_head = bool(separate_mix_head)
+        self.momentum_full_forward = bool(momentum_full_forward)
         self.seed = seed
         if momentum_schedule is None:
             momentum_schedule = MomentumSchedule()
@@ -135,25 +150,29 @@ class AMixClassifier(StepModel):
 
         feature_dim = backbones_lib.feature_channels(backbone, "stage4")
         self.pool = keras.layers.GlobalAveragePooling2D(name="pool")
-        self.head = keras.layers.Dense(num_classes, name="head")
-        self.head.build((None, feature_dim))
-        # The momentum encoder and head: EMA copies. Their layers stay
+        self.head = _dense(num_classes, feature_dim, "head")
+        self.mix_head = (_dense(num_classes, feature_dim, "mix_head")
+                         if self.separate_mix_head else self.head)
+        # The momentum encoder and heads: EMA copies. Their layers stay
         # trainable (BatchNorm uses batch statistics and updates its moving
         # averages in its own forward passes) but every variable is marked
         # non-trainable, so no optimizer ever touches them.
         self.momentum_backbone = keras.models.clone_model(backbone)
-        self.momentum_head = keras.layers.Dense(num_classes, name="momentum_head")
-        self.momentum_head.build((None, feature_dim))
-        self.momentum_backbone.set_weights(backbone.get_weights())
-        self.momentum_head.set_weights(self.head.get_weights())
-        for variable in self.momentum_backbone.weights + self.momentum_head.weights:
-            variable.trainable = False
-        self._ema_pairs = [
-            (k, q)
-            for k, q in zip(self.momentum_backbone.weights + self.momentum_head.weights,
-                            backbone.weights + self.head.weights)
-            if q.trainable
-        ]
+        self.momentum_head = _dense(num_classes, feature_dim, "momentum_head")
+        self.momentum_mix_head = (_dense(num_classes, feature_dim, "momentum_mix_head")
+                                  if self.separate_mix_head else self.momentum_head)
+        online = [backbone, self.head]
+        momentum = [self.momentum_backbone, self.momentum_head]
+        if self.separate_mix_head:
+            online.append(self.mix_head)
+            momentum.append(self.momentum_mix_head)
+        self._ema_pairs = []
+        for k_layer, q_layer in zip(momentum, online):
+            k_layer.set_weights(q_layer.get_weights())
+            for variable in k_layer.weights:
+                variable.trainable = False
+            self._ema_pairs += [(k, q) for k, q in zip(k_layer.weights, q_layer.weights)
+                                if q.trainable]
         if not self.mix_block.built:
             self.mix_block.build((None, None, None, channels))
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -166,6 +185,9 @@ class AMixClassifier(StepModel):
             self.add_tracker(keras.metrics.Mean(name=name))
         self.add_tracker(keras.metrics.CategoricalAccuracy(name="top1"))
         self.add_tracker(keras.metrics.CategoricalAccuracy(name="top1_momentum"))
+
+    # The momentum encoder's top-1 is measured by `evaluate` only.
+    eval_only_tracker_names = ("top1_momentum",)
 
     # ------------------------------------------------------------ forward
     def call(self, images, training=False, momentum=False):
@@ -250,21 +272,28 @@ class AMixClassifier(StepModel):
         perm_phi = sample_permutation(seed, batch)
         perm_theta = sample_permutation(seed, batch)
 
-        # Stage-l features of the momentum encoder (no gradient).
-        z = ops.stop_gradient(
-            backbones_lib.run_stages(self.momentum_backbone, x, stop=self.feature_stage,
+        # The momentum encoder on the clean batch (no gradient): stage-l
+        # features for the Mix Block and, with `momentum_full_forward`, the
+        # rest of the forward (BatchNorm statistics, the "bce" embeddings).
+        z = backbones_lib.run_stages(self.momentum_backbone, x, stop=self.feature_stage,
                                      training=True)
-        )
+        z_end = z if self.feature_stage == "stage4" else None
+        if z_end is None and (self.momentum_full_forward or "bce" in self.mix_loss.split("+")):
+            z_end = backbones_lib.run_stages(self.momentum_backbone, z,
+                                             start=_next_stage(self.feature_stage),
+                                             training=True)
+        z = ops.stop_gradient(z)
         mask_phi = self.mix_block(z, ops.take(z, perm_phi, axis=0), lam_phi,
                                   image_size=image_size, training=True)
         mask_theta = self.mix_block(z, ops.take(z, perm_theta, axis=0), lam_theta,
                                     image_size=image_size, training=True)
         mask_theta = self.mix_block.mask_for_encoder(mask_theta, lam_theta)
 
-        # θ: one-hot CE on the clean batch + mixup CE on the stop-gradient mask.
+        # θ: one-hot CE of the clean head on the clean batch + mixup CE of the
+        # mix head on the images mixed with the stop-gradient mask.
         x_theta = _mix(mask_theta, x, ops.take(x, perm_theta, axis=0))
-        logits_clean = self(x, training=True)
-        logits_mix = self(x_theta, training=True)
+        logits_clean = self.head(self.pool(self.backbone(x, training=True)))
+        logits_mix = self.mix_head(self.pool(self.backbone(x_theta, training=True)))
         loss_theta = (
             self.clean_loss_weight * ops.mean(
                 losses_lib.soft_target_cross_entropy(y, logits_clean))
@@ -274,7 +303,7 @@ class AMixClassifier(StepModel):
 
         # φ: the mixup loss of the frozen momentum encoder + the mask loss.
         x_phi = _mix(mask_phi, x, ops.take(x, perm_phi, axis=0))
-        loss_phi = self._mix_block_loss(x_phi, y, z, perm_phi, lam_phi)
+        loss_phi = self._mix_block_loss(x_phi, y, z_end, perm_phi, lam_phi)
         loss_mask = self.mix_block.mask_loss(mask_phi, lam_phi)
 
         stats = mask_statistics(mask_phi)
@@ -283,10 +312,12 @@ class AMixClassifier(StepModel):
         self._trackers["top1"].update_state(y, logits_clean)
         return {"theta": loss_theta, "phi": loss_phi, "mask": loss_mask}
 
-    def _mix_block_loss(self, x_phi, y, z, perm, lam):
-        features = self.momentum_backbone(x_phi, training=True)
-        embedding = self.pool(features)
-        logits = self.momentum_head(embedding)
+    def _mix_block_loss(self, x_phi, y, z_end, perm, lam):
+        """φ's classification loss: the frozen momentum encoder and its mix
+        head on the φ-mixed images; `z_end` holds the momentum encoder's
+        last-stage features of the clean batch (for "bce")."""
+        embedding = self.pool(self.momentum_backbone(x_phi, training=True))
+        logits = self.momentum_mix_head(embedding)
         y_b = ops.take(y, perm, axis=0)
         terms = []
         if "ce" in self.mix_loss.split("+"):
@@ -295,13 +326,7 @@ class AMixClassifier(StepModel):
             terms.append(ops.mean(
                 losses_lib.parametric_binary_cross_entropy(logits, y, y_b, lam)))
         if "bce" in self.mix_loss.split("+"):
-            # Embeddings of the two sources from the momentum encoder: finish
-            # the clean forward from the stage-l features already computed.
-            if self.feature_stage != "stage4":
-                z = backbones_lib.run_stages(self.momentum_backbone, z,
-                                             start=_next_stage(self.feature_stage),
-                                             training=True)
-            source = ops.stop_gradient(self.pool(z))
+            source = ops.stop_gradient(self.pool(z_end))
             terms.append(ops.mean(losses_lib.binary_cross_entropy_embeddings(
                 embedding, source, ops.take(source, perm, axis=0), lam,
                 temperature=self.bce_temperature)))
@@ -337,9 +362,26 @@ class AMixClassifier(StepModel):
             total_steps=self.total_steps,
             clean_loss_weight=self.clean_loss_weight,
             bce_temperature=self.bce_temperature,
+            separate_mix_head=self.separate_mix_head,
+            momentum_full_forward=self.momentum_full_forward,
             seed=self.seed,
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        # Models saved before the two heads and the full momentum forward
+        # (keras-amix 0.1) had one head and the partial forward.
+        config.setdefault("separate_mix_head", False)
+        config.setdefault("momentum_full_forward", False)
+        return super().from_config(config)
+
+
+def _dense(units, input_dim, name):
+    layer = keras.layers.Dense(units, name=name)
+    layer.build((None, input_dim))
+    return layer
 
 
 def _next_stage(stage):

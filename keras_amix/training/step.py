@@ -172,9 +172,13 @@ class StepModel(keras.Model):
     # Trackers reported by `evaluate` (None: all of them). Training-only
     # trackers (e.g. mask statistics) would otherwise show up as zeros.
     eval_tracker_names = None
+    # Trackers that only `evaluate` fills (left out of the training logs,
+    # where they would read 0).
+    eval_only_tracker_names = ()
 
     def _logs(self):
-        return {name: m.result() for name, m in self._trackers.items()}
+        return {name: m.result() for name, m in self._trackers.items()
+                if name not in self.eval_only_tracker_names}
 
     def _eval_logs(self):
         names = self.eval_tracker_names or tuple(self._trackers)

@@ -103,3 +103,145 @@ def test_accuracy_plot_is_written(tmp_path):
     path = reproduce.plot_accuracy_vs_time(rows, str(tmp_path / "p.png"), "t")
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_smoke_commands_are_the_smallest_runs_the_binary_accepts(tmp_path, resolve_supervised):
+    suite = reproduce.SUITES["smoke"]
+    for run in reproduce.plan(suite, 1, str(tmp_path)):
+        cmd = reproduce.command(suite, run)
+        assert cmd[1:3] == ["-m", "experiments.train_supervised"]
+        cfg = resolve_supervised(cmd[3:])  # the binary refuses --mask_summary_every on static rows
+        assert (cfg.epochs, cfg.export, cfg.width, cfg.per_class_limit) == (1, False, 8, 8)
+        assert cfg.method == run.row.label and cfg.seed == 0
+        assert (cfg.mask_summary_every == 0) == run.row.learnable, run.row
+    assert {row.label for row in suite.rows if row.learnable} == {"automix", "amix"}
+    # The measuring suites keep the binary's defaults (mask pictures included).
+    assert all(not s.learned_flags and s.jobs == 1 for n, s in reproduce.SUITES.items()
+               if n != "smoke")
+
+
+def test_clock():
+    assert [reproduce._clock(s) for s in (0, 59.6, 61, 3725)] == ["0:00", "1:00", "1:01",
+                                                                  "1:02:05"]
+
+
+def _start(run, epochs, done):
+    os.makedirs(run.workdir, exist_ok=True)
+    with open(os.path.join(run.workdir, "config.json"), "w") as f:
+        json.dump(dict(epochs=epochs), f)
+    with open(os.path.join(run.workdir, "history.csv"), "w") as f:
+        f.write("epoch,val_top1\n" + "".join(f"{e},0.1\n" for e in range(done)))
+
+
+def test_progress_line_numbers_runs_epochs_and_time_left(tmp_path):
+    suite = reproduce.Suite(rows=reproduce._methods("vanilla", "mixup", "cutmix", "amix"))
+    runs = reproduce.plan(suite, 1, str(tmp_path))
+    _finish(runs[0], [0.5], [1.0])
+    _start(runs[1], epochs=4, done=2)  # started here at epoch 0: half done
+    # Nothing measured yet (run 3 has no config): no estimate.
+    state, line = reproduce.progress(runs, [(runs[2], None, 0)], 1, 0, 5.0)
+    assert line == "[1/4 done, 0:05 elapsed] run 3/4 cutmix seed 0: epoch 0/?"
+    assert state == "[1/4 done] run 3/4 cutmix seed 0: epoch 0/?"
+    # 1 run + half a run done here in 90 s; half a run + 1 pending left: 90 s.
+    state, line = reproduce.progress(runs, [(runs[1], None, 0)], 1, 1, 90.0)
+    assert line == "[1/4 done, 1:30 elapsed, about 1:30 left] run 2/4 mixup seed 0: epoch 2/4"
+    assert "elapsed" not in state
+    # A resumed run that had 2 epochs at its start has progressed nothing yet here.
+    _, line = reproduce.progress(runs, [(runs[1], None, 2)], 2, 0, 30.0)
+    assert "left" not in line
+
+
+class _FakeTrainer:
+    """Stands for `subprocess.Popen` of the binary: ends on its second poll,
+    finishing its run (writing metrics.json) unless the row is `fail_row`."""
+
+    fail_row = "cutmix"
+    live, peak = set(), 0  # processes alive now, the most at once
+
+    def __init__(self, cmd, stdout=None, stderr=None):
+        args = dict(a[2:].split("=", 1) for a in cmd if a.startswith("--") and "=" in a)
+        self.workdir, self.method = args["workdir"], args["method"]
+        self.polls, self.returncode = 0, None
+        _FakeTrainer.live.add(self)
+        _FakeTrainer.peak = max(_FakeTrainer.peak, len(_FakeTrainer.live))
+
+    def poll(self):
+        self.polls += 1
+        if self.polls < 2:
+            return None
+        _FakeTrainer.live.discard(self)
+        if self.method == self.fail_row:
+            self.returncode = 1
+        else:
+            run = reproduce.Run(None, 0, self.workdir)
+            _finish(run, [0.5] * 10, [2.0])
+            self.returncode = 0
+        return self.returncode
+
+
+def test_runner_keeps_jobs_busy_reports_failures_and_resumes(tmp_path, monkeypatch):
+    import io
+
+    suite = reproduce.Suite(rows=reproduce._methods("vanilla", "cutmix", "amix"), jobs=2)
+    monkeypatch.setitem(reproduce.SUITES, "toy", suite)
+    monkeypatch.setattr(_FakeTrainer, "live", set())
+    monkeypatch.setattr(_FakeTrainer, "peak", 0)
+    monkeypatch.setattr(reproduce.subprocess, "Popen", _FakeTrainer)
+    out = io.StringIO()
+    rows, failed = reproduce.run_suite("toy", workdir=str(tmp_path), plots=False,
+                                       poll_seconds=0, out=out)
+    assert _FakeTrainer.peak == 2  # the suite's default jobs
+    assert [(r.row.label, r.seed) for r in failed] == [("cutmix", 0)]
+    assert [r["row"] for r in rows] == ["vanilla", "cutmix", "amix"]  # the table's order
+    assert [r["n"] for r in rows] == [1, 0, 1]
+    text = out.getvalue()
+    # The learnable (longest) runs start first.
+    assert text.startswith("[0/3 done, 0:00 elapsed] run 1/3 amix seed 0: epoch 0/?; "
+                           "run 2/3 vanilla seed 0: epoch 0/?\n")
+    assert "FAILED (exit 1): cutmix seed 0" in text
+    assert text.splitlines()[-1].startswith("[2/3 done] 3 run(s) ended here (1 failed) in ")
+    # --resume reruns the failed run only.
+    monkeypatch.setattr(_FakeTrainer, "fail_row", None)
+    rows, failed = reproduce.run_suite("toy", workdir=str(tmp_path), resume=True, jobs=1,
+                                       plots=False, poll_seconds=0, out=io.StringIO())
+    assert not failed and [r["n"] for r in rows] == [1, 1, 1]
+    with pytest.raises(ValueError, match="jobs"):
+        reproduce.run_suite("toy", workdir=str(tmp_path), resume=True, jobs=0)
+
+
+def _png(path, value):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.imsave(path, [[value, 1 - value]], cmap="gray")
+
+
+def test_mask_gallery_redraws_only_panels_older_than_their_model(tmp_path, monkeypatch):
+    from experiments import visualize_amix
+
+    suite = reproduce.Suite(rows=reproduce._methods("vanilla", "automix", "amix"))
+    runs = reproduce.plan(suite, 1, str(tmp_path))
+    for run in runs:
+        _finish(run, [0.5], [1.0])
+        with open(os.path.join(run.workdir, "model.keras"), "wb") as f:
+            f.write(b"not read")
+    drawn = []
+
+    def fake_visualize(checkpoint, seed, out):
+        drawn.append(os.path.basename(os.path.dirname(os.path.dirname(checkpoint))))
+        _png(out, 0.25)
+        return out, {}
+
+    monkeypatch.setattr(visualize_amix, "visualize", fake_visualize)
+    automix = runs[1]
+    _png(os.path.join(automix.workdir, "masks.png"), 0.5)  # drawn by the binary: kept
+    path = reproduce.plot_mask_gallery(runs, str(tmp_path / "masks.png"))
+    assert drawn == ["amix"]  # vanilla is not learnable; automix's panel is current
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    model = os.path.join(automix.workdir, "model.keras")
+    os.utime(model, (os.path.getmtime(model) + 10,) * 2)  # retrained after its panel
+    reproduce.plot_mask_gallery(runs, str(tmp_path / "masks.png"))
+    assert drawn == ["amix", "automix"]

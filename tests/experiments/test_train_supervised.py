@@ -135,3 +135,43 @@ def test_non_finite_loss_stops_training_before_any_output(tmp_path):
         ts.train(cfg, workdir)
     for name in ("model.keras", "export", "metrics.json", "backup"):
         assert not os.path.exists(os.path.join(workdir, name)), name
+
+
+@pytest.mark.backend_independent
+def test_learning_rate_floor_per_method_and_preset(resolve_supervised):
+    def _resolve(*argv):
+        return resolve_supervised(list(argv))
+
+    assert _resolve("--method=mixup").min_lr == 0.0  # official static configs: to 0
+    cfg = _resolve("--method=amix", "--preset=cifar100")
+    assert (cfg.lr, cfg.min_lr, cfg.phi_lr) == (0.1, 0.05, None)  # official: 0.1 -> 0.05
+    cfg = _resolve("--method=automix", "--preset=tiny_imagenet")
+    assert (cfg.lr, cfg.min_lr, cfg.phi_lr, cfg.phi_min_lr) == (0.2, 0.05, 0.1, 1e-3)
+    cfg = _resolve("--method=amix", "--lr=0.2", "--min_lr=0.01", "--phi_lr=0.1")
+    assert (cfg.min_lr, cfg.phi_min_lr) == (0.01, pytest.approx(0.005))
+    assert _resolve("--method=vanilla", "--preset=tiny_imagenet").phi_lr is None
+    with pytest.raises(ValueError, match="--min_lr"):
+        _resolve("--method=amix", "--lr=0.1", "--min_lr=0.2")
+
+
+@pytest.mark.parametrize("mode", ["coupled", "decoupled"])
+def test_optimizer_weight_decay_mode_and_cosine_floor(mode):
+    import keras
+
+    from keras_amix.training.optimizers import CoupledSGD
+
+    cfg = dataclasses.replace(ts.Config(), method="amix", epochs=4, warmup_epochs=1, lr=0.1,
+                              min_lr=0.05, weight_decay=1e-4, weight_decay_mode=mode)
+    optimizer = ts.make_optimizer(cfg, steps_per_epoch=10)
+    assert isinstance(optimizer, CoupledSGD) == (mode == "coupled")
+    assert isinstance(optimizer, keras.optimizers.SGD)
+    schedule = optimizer.learning_rate if not callable(optimizer._learning_rate) else \
+        optimizer._learning_rate
+    lr = [float(keras.ops.convert_to_numpy(schedule(step))) for step in (0, 10, 25, 40)]
+    # Warm-up from 0 to the peak at step 10, then a cosine to the floor at step 40:
+    # at step 25 (half way) 0.05 + (0.1 - 0.05) * (1 + cos(pi / 2)) / 2 = 0.075.
+    assert lr == pytest.approx([0.0, 0.1, 0.075, 0.05], abs=1e-6)
+    if mode == "coupled":
+        assert optimizer.coupled_weight_decay == 1e-4 and optimizer.weight_decay is None
+    else:
+        assert optimizer.weight_decay == 1e-4

@@ -10,6 +10,9 @@ from keras import ops
 from keras_amix.layers import MixBlock
 from keras_amix.layers import adjust_lambda
 from keras_amix.layers import mask_statistics
+from keras_amix.layers import rescale_lambda
+from keras_amix.layers.mix_block import PRESETS
+from keras_amix.layers.mix_block import SWITCHES
 
 BACKEND = keras.backend.backend()
 
@@ -40,7 +43,14 @@ def _sigmoid(x):
 
 
 def _conv1x1(x, conv):
-    return x @ _np(conv.kernel)[0, 0] + _np(conv.bias)
+    out = x @ _np(conv.kernel)[0, 0]
+    return out if conv.bias is None else out + _np(conv.bias)
+
+
+def _rescale_by_formula(lam, k):
+    """SAMix's rescaling written out: k' = k + 1, (4/3 l^3 - 2 l^2 + k' l) / (k' - 2/3)."""
+    k1 = k + 1.0
+    return (4.0 / 3.0 * lam**3 - 2.0 * lam**2 + k1 * lam) / (k1 - 2.0 / 3.0)
 
 
 def _resize_nearest(x, size):
@@ -79,6 +89,8 @@ def reference_logits(block, za, zb, lam, softmax_axis=-1, scale=None):
     elif block.lam_encoding == "adaptive":
         g = float(_np(block.gamma_weight)) if block.gamma == "learned" else block.gamma
         g = min(max(g, 0.0), 1.0)
+        if block.lam_rescale_k is not None:
+            lam = _rescale_by_formula(lam, block.lam_rescale_k)
         za = (1 + g * lam) * za
         zb = (1 + g * (1 - lam)) * zb
     if block.content == "linear":
@@ -164,6 +176,11 @@ ALL_SWITCH_CASES = [
     ("mean_reduction", "sample"),
     ("lam_adjust_prob", 0.25),
     ("lam_margin", 0.08),
+    ("lam_rescale_k", 0.25),
+    ("value_bias", False),
+    ("norm_epsilon", 1e-5),
+    ("norm_momentum", 0.9),
+    ("var_center", "batch"),
 ]
 
 
@@ -238,6 +255,40 @@ def test_adaptive_encoding_by_hand():
     block.gamma_weight.assign(1.7)
     mask = _np(block(z, z, lam, image_size=(2, 2)))
     np.testing.assert_allclose(mask[:, 0, 0, 0], 1.0 - _sigmoid(2.0 - lam), atol=1e-6)
+
+
+def test_rescale_lambda_by_hand():
+    # k = 0.25: k' = 1.25, lam = 0.3:
+    #   4/3 * 0.027 = 0.036, 2 * 0.09 = 0.18, 1.25 * 0.3 = 0.375
+    #   lam' = (0.036 - 0.18 + 0.375) / (1.25 - 2/3) = 0.231 / (7/12) = 0.396
+    np.testing.assert_allclose(float(_np(rescale_lambda(0.3, 0.25))), 0.396, atol=1e-6)
+    # k = 0: k' = 1, lam' = (0.036 - 0.18 + 0.3) / (1/3) = 0.468
+    np.testing.assert_allclose(float(_np(rescale_lambda(0.3, 0.0))), 0.468, atol=1e-6)
+    # 1 - lam: lam'(0.7) = 1 - 0.396 (the rescaling is symmetric about 1/2)
+    np.testing.assert_allclose(float(_np(rescale_lambda(0.7, 0.25))), 0.604, atol=1e-6)
+    for k in (0.0, 0.25, 3.0, 10.0):
+        out = _np(rescale_lambda(np.array([0.0, 0.5, 1.0], "float32"), k))
+        np.testing.assert_allclose(out, [0.0, 0.5, 1.0], atol=1e-6)
+        assert out.dtype == np.float64 and out.shape == (3,)
+
+
+def test_adaptive_encoding_with_rescaled_lam_by_hand():
+    """gamma = 1, k = 0.25, z_b = 1, W_v = [1, 0]: v = 1 + (1 - lam'), lam' as above."""
+    block = MixBlock(preset="amix_official", content="linear", attention="cross",
+                     upsample="nearest")
+    z = np.ones((2, 2, 2, 2), "float32")
+    lam = np.array([0.3, 0.5], "float32")
+    block(z, z, lam, image_size=(2, 2))
+    block.value_conv.kernel.assign(np.array([1.0, 0.0], "float32").reshape(1, 1, 2, 1))
+    mask = _np(block(z, z, lam, image_size=(2, 2)))
+    # lam'(0.3) = 0.396 -> v = 1.604; lam'(0.5) = 0.5 -> v = 1.5
+    np.testing.assert_allclose(mask[:, 0, 0, 0], 1.0 - _sigmoid(np.array([1.604, 1.5])), atol=1e-6)
+    plain = MixBlock(preset="amix_official", content="linear", attention="cross",
+                     upsample="nearest", lam_rescale_k=None)
+    plain(z, z, lam, image_size=(2, 2))
+    plain.set_weights(block.get_weights())
+    unscaled = _np(plain(z, z, lam, image_size=(2, 2)))
+    np.testing.assert_allclose(unscaled[0, 0, 0, 0], 1.0 - _sigmoid(1.7), atol=1e-6)
 
 
 def test_no_lam_encoding_ignores_lam(rng):
@@ -382,6 +433,11 @@ def test_mask_loss_by_hand():
     np.testing.assert_allclose(float(_np(automix.mask_loss(mask, 0.3))), 0.035, atol=1e-7)
     paper_sign = MixBlock(preset="amix", var_weight=-1.0)
     np.testing.assert_allclose(float(_np(paper_sign.mask_loss(mask, 0.3))), 0.0475, atol=1e-7)
+    # batch-centred L_var: pixels 0,1,0,1,1,1,1,1 around 0.75:
+    # (2 * 0.5625 + 6 * 0.0625) / 8 = 0.1875 (= 0.125 + variance of the means 0.0625);
+    # 0.1 (0.35 - 2 * 0.1875) = -0.0025
+    batch_var = MixBlock(preset="amix", var_center="batch")
+    np.testing.assert_allclose(float(_np(batch_var.mask_loss(mask, 0.3))), -0.0025, atol=1e-7)
     # inside the margin the mean term vanishes: |0.75 - 0.7| < 0.1
     np.testing.assert_allclose(float(_np(automix.mask_loss(mask, 0.7))), 0.0, atol=0)
     # per-sample lam: batch reduction compares .75 with mean(lam) = .5 -> 0.15;
@@ -454,9 +510,7 @@ def test_mask_for_encoder_stops_gradients(rng):
 
 def _switch_cases():
     """Each switch value on a preset where it changes something, plus both presets."""
-    from keras_amix.layers.mix_block import PRESETS
-
-    cases = [("amix", None, None), ("automix", None, None)]
+    cases = [(name, None, None) for name in PRESETS]
     for switch, value in ALL_SWITCH_CASES:
         preset = "amix" if PRESETS["amix"][switch] != value else "automix"
         if PRESETS[preset][switch] != value or switch == "gamma":
@@ -503,7 +557,7 @@ def test_every_switch_builds_runs_and_serializes(rng, preset, switch, value):
     assert enc.shape == eager.shape
 
 
-@pytest.mark.parametrize("preset", ["amix", "automix"])
+@pytest.mark.parametrize("preset", ["amix", "automix", "amix_official"])
 def test_saved_model_round_trip(rng, tmp_path, preset):
     block = MixBlock(preset=preset, seed=3, in_channels=4)
     fa = keras.Input((2, 2, 4))
@@ -538,6 +592,114 @@ def test_presets_and_overrides():
                         lam_adjust_prob=0.25)
     cfg = official.get_config()
     assert (cfg["activation"], cfg["dropout"], cfg["gamma"], cfg["lam_margin"]) == ("elu", 0.0, 1.0, 0.08)
+    for name in ("amix", "automix"):  # the paper presets keep the behaviour from before
+        cfg = MixBlock(preset=name).get_config()
+        assert (cfg["lam_rescale_k"], cfg["value_bias"], cfg["var_center"]) == (None, True, "sample")
+        assert (cfg["norm_epsilon"], cfg["norm_momentum"]) == (1e-3, 0.99)
+
+
+def test_every_preset_sets_every_switch():
+    for name, preset in PRESETS.items():
+        assert tuple(preset) == SWITCHES, name
+
+
+def test_official_presets_hold_the_official_values():
+    auto = MixBlock.from_preset("automix_official", name="a").get_config()
+    assert auto == MixBlock(preset="automix_official", name="a").get_config()
+    assert {k: auto[k] for k in ("lam_encoding", "content", "upsample", "attention", "mask_loss",
+                                 "mean_margin", "mask_loss_weight", "lam_margin",
+                                 "lam_adjust_prob", "norm_epsilon", "norm_momentum",
+                                 "lam_rescale_k", "value_bias")} == dict(
+        lam_encoding="none", content="linear", upsample="nearest", attention="cross",
+        mask_loss="mean", mean_margin=0.1, mask_loss_weight=0.1, lam_margin=0.08,
+        lam_adjust_prob=0.0, norm_epsilon=1e-5, norm_momentum=0.9, lam_rescale_k=None,
+        value_bias=True,
+    )
+    amix = MixBlock.from_preset("amix_official").get_config()
+    assert {k: amix[k] for k in ("lam_encoding", "gamma", "lam_rescale_k", "content",
+                                 "activation", "dropout", "attention", "upsample", "mask_loss",
+                                 "var_center", "var_weight", "mean_margin", "lam_margin",
+                                 "lam_adjust_prob", "value_bias", "norm_epsilon",
+                                 "norm_momentum")} == dict(
+        lam_encoding="adaptive", gamma=1.0, lam_rescale_k=0.25, content="nonlinear",
+        activation="elu", dropout=0.0, attention="global", upsample="bilinear",
+        mask_loss="mean+var", var_center="batch", var_weight=2.0, mean_margin=0.1,
+        lam_margin=0.08, lam_adjust_prob=0.25, value_bias=False, norm_epsilon=1e-5,
+        norm_momentum=0.9,
+    )
+    overridden = MixBlock.from_preset("amix_official", lam_adjust_prob=0.0, name="mb")
+    assert overridden.lam_adjust_prob == 0.0 and overridden.name == "mb"
+    assert overridden.get_config()["preset"] == "amix_official"
+
+
+@pytest.mark.parametrize("preset", ["automix_official", "amix_official"])
+def test_official_preset_builds_runs_and_round_trips(rng, preset):
+    block = MixBlock.from_preset(preset, seed=5)
+    za, zb = _features(rng, h=4, w=4, c=8)
+    lam = np.array([0.3, 0.8], "float32")
+    mask = _np(block(za, zb, lam, image_size=(16, 16), training=True))
+    assert mask.shape == (2, 16, 16, 1) and np.all((mask >= 0) & (mask <= 1))
+    _randomize(block, rng)
+    mask = _np(block(za, zb, lam, image_size=(16, 16), training=False))
+    np.testing.assert_allclose(mask, reference_mask(block, za, zb, lam, (16, 16)), atol=1e-5)
+    assert np.isfinite(float(_np(block.mask_loss(mask, lam))))
+    clone = MixBlock.from_config(block.get_config())
+    assert clone.get_config() == block.get_config()
+    clone(za, zb, lam, image_size=(16, 16))
+    clone.set_weights(block.get_weights())
+    np.testing.assert_allclose(
+        _np(clone(za, zb, lam, image_size=(16, 16), training=False)), mask, atol=1e-6
+    )
+
+
+def test_old_config_without_new_switches_loads_with_todays_behaviour():
+    new = ("lam_rescale_k", "value_bias", "norm_epsilon", "norm_momentum", "var_center")
+    for preset in ("amix", "automix"):
+        config = MixBlock(preset=preset, dropout=0.0).get_config()
+        for name in new:
+            del config[name]
+        block = MixBlock.from_config(config)
+        assert (block.lam_rescale_k, block.value_bias, block.var_center) == (None, True, "sample")
+        assert (block.norm_epsilon, block.norm_momentum) == (1e-3, 0.99)
+        assert block.dropout == 0.0
+
+
+@pytest.mark.parametrize("content", ["linear", "nonlinear"])
+def test_value_bias_false_leaves_no_value_bias(rng, content):
+    za, zb = _features(rng)
+    with_bias = MixBlock(preset="amix", content=content)
+    without = MixBlock(preset="amix", content=content, value_bias=False)
+    for block in (with_bias, without):
+        block(za, zb, 0.5, image_size=(4, 4))
+    convs = ("value",) if content == "linear" else ("value_1", "value_2")
+    paths = {v.path.split("/", 1)[1] for v in without.weights}
+    assert not any(f"{conv}/bias" in paths for conv in convs), paths
+    assert {f"{conv}/bias" for conv in convs} <= {v.path.split("/", 1)[1] for v in with_bias.weights}
+    assert {"query/bias", "key/bias"} <= paths  # the attention convs keep theirs
+    assert len(without.weights) == len(with_bias.weights) - len(convs)
+    if content == "nonlinear":
+        assert without.value_conv1.bias is None and without.value_conv2.bias is None
+
+
+def test_norm_epsilon_and_momentum_reach_batch_norm(rng):
+    block = MixBlock(preset="amix", norm_epsilon=1e-5, norm_momentum=0.9, dropout=0.0)
+    za, zb = _features(rng)
+    block(za, zb, 0.5, image_size=(4, 4))
+    assert block.value_norm.epsilon == 1e-5 and block.value_norm.momentum == 0.9
+    _randomize(block, rng)
+    block.value_norm.moving_mean.assign(np.zeros_like(_np(block.value_norm.moving_mean)))
+    # lam = 0.5, learned gamma 0: z_b unchanged; one training call moves the moving mean
+    # from 0 by (1 - momentum) * batch mean: 0.1 of it (0.01 with Keras' default 0.99).
+    hidden = _conv1x1(zb.astype("float64"), block.value_conv1)
+    block.gamma_weight.assign(0.0)
+    block(za, zb, 0.5, image_size=(4, 4), training=True)
+    np.testing.assert_allclose(
+        _np(block.value_norm.moving_mean), 0.1 * hidden.mean(axis=(0, 1, 2)), atol=1e-5
+    )
+    # the inference path uses the epsilon (checked against the numpy reference)
+    block.value_norm.moving_variance.assign(np.full_like(_np(block.value_norm.moving_variance), 1e-4))
+    mask = _np(block(za, zb, 0.5, image_size=(4, 4), training=False))
+    np.testing.assert_allclose(mask, reference_mask(block, za, zb, 0.5, (4, 4)), atol=1e-5)
 
 
 # -------------------------------------------------------------- validation
@@ -559,6 +721,21 @@ def test_presets_and_overrides():
         (dict(lam_adjust_prob=2), ["lam_adjust_prob", "2"]),
         (dict(lam_margin=0.6), ["lam_margin", "0.6"]),
         (dict(in_channels=0), ["in_channels", "0"]),
+        (dict(lam_rescale_k=-0.5), ["lam_rescale_k", "-0.5", "[0, 10]"]),
+        (dict(lam_rescale_k=11.0), ["lam_rescale_k", "11.0", "[0, 10]"]),
+        (dict(lam_rescale_k="0.25"), ["lam_rescale_k", "'0.25'", "None"]),
+        (dict(lam_rescale_k=True), ["lam_rescale_k", "True"]),
+        (dict(lam_rescale_k=0.25, lam_encoding="concat"),
+         ["lam_rescale_k", "0.25", "adaptive", "concat"]),
+        (dict(preset="amix_official", lam_encoding="none"), ["lam_rescale_k", "adaptive", "none"]),
+        (dict(value_bias="no"), ["value_bias", "'no'", "True or False"]),
+        (dict(value_bias=0), ["value_bias", "0", "True or False"]),
+        (dict(norm_epsilon=0.0), ["norm_epsilon", "0.0", "> 0"]),
+        (dict(norm_epsilon=float("nan")), ["norm_epsilon", "nan"]),
+        (dict(norm_momentum=1.0), ["norm_momentum", "1.0", "[0, 1)"]),
+        (dict(norm_momentum=-0.1), ["norm_momentum", "-0.1", "[0, 1)"]),
+        (dict(var_center="pixel"), ["var_center", "pixel", "batch", "sample"]),
+        (dict(preset="samix"), ["preset", "samix", "amix_official"]),
     ],
 )
 def test_invalid_arguments(kwargs, words):
@@ -566,6 +743,15 @@ def test_invalid_arguments(kwargs, words):
         MixBlock(**kwargs)
     for word in words:
         assert word in str(info.value)
+
+
+def test_from_preset_validates_like_the_constructor():
+    with pytest.raises(ValueError, match=r"preset.*automix_official.*preset='paper'"):
+        MixBlock.from_preset("paper")
+    with pytest.raises(ValueError, match=r"norm_momentum.*\[0, 1\).*norm_momentum=1\.5"):
+        MixBlock.from_preset("amix_official", norm_momentum=1.5)
+    with pytest.raises(ValueError, match="preset='amix'"):
+        MixBlock.from_preset("amix_official", preset="amix")
 
 
 def test_invalid_call_inputs(rng):

@@ -4,6 +4,8 @@ Batch 2-9, odd / non-square feature and image sizes, feature dtypes uint8 /
 float16 / bfloat16 / float32, λ at 0, 1, 1e-7, 1 − 1e-7 (scalar or per
 sample), constant features: the mask is float32, finite, in [0, 1]; λ
 adjusting gives per-sample means λ; the mask loss is a finite scalar.
+SAMix's λ rescaling is increasing on [0, 1], fixes 0, 1/2 and 1, and is
+symmetric about 1/2.
 """
 
 import keras
@@ -16,6 +18,7 @@ from hypothesis import strategies as st
 from keras import ops
 
 from keras_amix.layers import MixBlock
+from keras_amix.layers import rescale_lambda
 
 PROPERTY = settings(
     max_examples=4,
@@ -30,7 +33,7 @@ def _np32(x):
     return np.asarray(ops.convert_to_numpy(ops.cast(x, "float32")), dtype="float64")
 
 
-@pytest.mark.parametrize("preset", ["automix", "amix"])
+@pytest.mark.parametrize("preset", ["automix", "amix", "amix_official"])
 @PROPERTY
 @given(
     batch=st.sampled_from((2, 3, 9)),
@@ -92,3 +95,25 @@ def test_batch_mismatch_in_a_symbolic_call():
     zb = keras.Input((3, 5, 6), batch_size=2)
     with pytest.raises(ValueError, match="same batch size"):
         MixBlock(preset="automix")(za, zb, 0.5, image_size=(6, 10))
+
+
+@settings(max_examples=20, deadline=None, derandomize=True)
+@given(
+    k=st.one_of(st.sampled_from((0.0, 0.25, 10.0)), st.floats(0.0, 10.0)),
+    seed=st.integers(0, 2**16),
+)
+def test_rescale_lambda_is_monotone_with_fixed_points(k, seed):
+    """λ' is increasing on [0, 1] (a k' = k slip breaks it for k < 1), λ'(0, ½, 1) = 0, ½, 1,
+    λ'(1 - λ) = 1 - λ'(λ), and λ' lies in [0, 1]."""
+    lam = np.concatenate([
+        np.linspace(0.0, 1.0, 201), np.random.default_rng(seed).uniform(0, 1, 50)
+    ]).astype("float32")
+    lam.sort()
+    out = _np32(rescale_lambda(lam, k))
+    assert np.all(np.diff(out) >= -1e-6), k
+    np.testing.assert_allclose(_np32(rescale_lambda(np.array([0.0, 0.5, 1.0], "float32"), k)),
+                               [0.0, 0.5, 1.0], atol=1e-6)
+    np.testing.assert_allclose(_np32(rescale_lambda(1.0 - lam, k)), 1.0 - out, atol=2e-6)
+    assert out.min() >= -1e-6 and out.max() <= 1.0 + 1e-6
+    # a small k pulls λ towards 1/2, never past it
+    assert np.all(np.abs(out - 0.5) <= np.abs(lam - 0.5) + 1e-6)

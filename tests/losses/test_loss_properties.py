@@ -3,7 +3,9 @@
 Batch 2-9, input dtypes uint8 / float16 / bfloat16 / float32, λ at 0, 1,
 1e-7, 1 − 1e-7 (scalar or per sample), constant inputs (all-zero embeddings,
 equal logits) and all-equal labels: per-sample losses are finite, float32,
-of shape (B,) and non-negative; mask losses are finite scalars.
+of shape (B,) and non-negative; mask losses are finite scalars; the
+batch-centred mask variance is the sample-centred one plus the variance of
+the per-sample means.
 """
 
 import keras
@@ -119,6 +121,30 @@ def test_function_losses_are_finite(inputs):
         losses.mask_loss(mask, lam, mode="mean", reduction="sample"),
         losses.mask_mean_loss(mask, lam),
         losses.mask_variance(mask),
+        losses.mask_variance(mask, center="batch"),
+        losses.mask_loss(mask, lam, var_center="batch"),
     ):
         assert tuple(value.shape) == () and np.isfinite(_np(value))
     assert 0.0 <= float(_np(losses.mask_variance(mask))) <= 0.25
+
+
+@PROPERTY
+@given(batch=st.integers(1, 6), seed=st.integers(0, 2**16), power=st.floats(0.2, 4.0))
+def test_batch_centred_variance_bounds_the_sample_one(batch, seed, power):
+    """Var around the batch mean = mean per-sample var + var of the per-sample means (same
+    pixel count per mask): never smaller, equal when every mask has the same mean."""
+    rng = np.random.default_rng(seed)
+    mask = rng.uniform(0, 1, (batch, 3, 5, 1)) ** power
+    means = mask.mean(axis=(1, 2, 3))
+    sample = float(_np(losses.mask_variance(mask.astype("float32"))))
+    centred = float(_np(losses.mask_variance(mask.astype("float32"), center="batch")))
+    assert centred >= sample - 1e-7
+    np.testing.assert_allclose(centred - sample, np.var(means), atol=1e-6)
+    # the same masks shifted to share one mean (0.5): the two centrings agree
+    shifted = (0.5 * (mask - means[:, None, None, None]) + 0.5).astype("float32")
+    np.testing.assert_allclose(
+        float(_np(losses.mask_variance(shifted, center="batch"))),
+        float(_np(losses.mask_variance(shifted))), atol=1e-7,
+    )
+    if batch > 1 and np.var(means) > 1e-4:
+        assert centred > sample

@@ -257,3 +257,28 @@ def test_mask_loss_functions_by_hand():
         losses.mask_mean_loss(mask, 0.3, reduction="pixel")
     with pytest.raises(ValueError, match="mode"):
         losses.mask_loss(mask, 0.3, mode="var")
+
+
+def test_mask_variance_sample_and_batch_centring_by_hand():
+    # Two 1x2 masks: m1 = [0, 1] (mean 0.5), m2 = [1, 1] (mean 1).
+    mask = np.array([[0.0, 1.0], [1.0, 1.0]], "float32").reshape(2, 1, 2, 1)
+    # "sample": each mask around its own mean:
+    #   m1: ((0 - .5)^2 + (1 - .5)^2) / 2 = 0.25;  m2: 0;  mean over the batch = 0.125
+    assert float(_np(losses.mask_variance(mask))) == pytest.approx(0.125)
+    assert float(_np(losses.mask_variance(mask, center="sample"))) == pytest.approx(0.125)
+    # "batch": every pixel around the batch mean 3/4:
+    #   ((0 - .75)^2 + 3 (1 - .75)^2) / 4 = (0.5625 + 0.1875) / 4 = 0.1875
+    #   (= 0.125 + the variance of the means 0.5 and 1, which is 0.0625)
+    assert float(_np(losses.mask_variance(mask, center="batch"))) == pytest.approx(0.1875)
+    # In the loss at lam = 0.3: L_mean = max(|0.75 - 0.3| - 0.1, 0) = 0.35;
+    #   sample: 0.1 (0.35 - 2 * 0.125) = 0.01;  batch: 0.1 (0.35 - 2 * 0.1875) = -0.0025
+    assert float(_np(losses.mask_loss(mask, 0.3))) == pytest.approx(0.01)
+    assert float(_np(losses.mask_loss(mask, 0.3, var_center="batch"))) == pytest.approx(-0.0025)
+    # "mean" mode has no variance term: the centring changes nothing.
+    assert float(_np(losses.mask_loss(mask, 0.3, mode="mean", var_center="batch"))) == (
+        pytest.approx(0.035)
+    )
+    with pytest.raises(ValueError, match=r"center.*'batch'.*center='pixel'"):
+        losses.mask_variance(mask, center="pixel")
+    with pytest.raises(ValueError, match=r"var_center.*'batch'.*var_center='pixel'"):
+        losses.mask_loss(mask, 0.3, var_center="pixel")

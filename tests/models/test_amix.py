@@ -79,7 +79,8 @@ def test_gradient_routing():
     model = _model("amix")
     model.mix_block.gamma_weight.assign(0.5) if hasattr(model.mix_block, "gamma_weight") else None
     block = _var_ids(model.mix_block.trainable_weights)
-    encoder = _var_ids(model.backbone.trainable_weights + model.head.trainable_weights)
+    encoder = _var_ids(model.backbone.trainable_weights + model.head.trainable_weights
+                       + model.mix_head.trainable_weights)
     weights = model.trainable_weights
     with tf.GradientTape(persistent=True) as tape:
         terms = model.compute_losses(tf.constant(x), tf.constant(y))
@@ -91,6 +92,98 @@ def test_gradient_routing():
                 assert not nonzero, f"{name} loss reached {v.path}"
         assert any(g is not None and float(tf.reduce_max(tf.abs(g))) > 0
                    for v, g in zip(weights, grads) if id(v) in allowed), name
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="uses tf.GradientTape")
+def test_two_heads_each_get_only_their_own_loss():
+    """The clean CE reaches only the clean head, the mixup CE only the mix head
+    (besides the shared backbone); φ trains through the EMA of the mix head."""
+    import tensorflow as tf
+
+    x, y = _data(n=4)
+    model = _model("amix", mix_block_kwargs=dict(lam_adjust_prob=0.0))
+    assert model.mix_head is not model.head
+    assert model.momentum_mix_head is not model.momentum_head
+    x, y = tf.constant(x), tf.constant(y)
+    model.clean_loss_weight = 0.0  # loss_theta = the mixup CE alone
+    with tf.GradientTape() as tape:
+        loss = model.compute_losses(x, y)["theta"]
+    grads = tape.gradient(loss, model.head.trainable_weights + model.mix_head.trainable_weights)
+    assert all(g is None or float(tf.reduce_max(tf.abs(g))) == 0 for g in grads[:2])
+    assert all(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in grads[2:])
+
+    # φ's loss reads the momentum *mix* head: changing the momentum clean head
+    # leaves it unchanged, changing the momentum mix head changes it.
+    states = [_np(g.state).copy() for g in model.seed_generators()]
+
+    def phi_loss():  # the same λ, pairs and dropout each time
+        for generator, state in zip(model.seed_generators(), states):
+            generator.state.assign(state)
+        return float(model.compute_losses(x, y)["phi"])
+
+    base = phi_loss()
+    model.momentum_head.kernel.assign(model.momentum_head.kernel * 3.0)
+    assert phi_loss() == pytest.approx(base, rel=1e-5)
+    model.momentum_mix_head.kernel.assign(model.momentum_mix_head.kernel * 3.0)
+    assert phi_loss() != pytest.approx(base, rel=1e-3)
+
+
+@pytest.mark.training
+def test_ema_covers_both_heads():
+    x, y = _data(n=4)
+    model = _model(momentum_schedule=0.5)
+    model.compile(optimizer=keras.optimizers.SGD(0.5))
+    mix_k0 = _np(model.momentum_mix_head.kernel).copy()
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    np.testing.assert_allclose(_np(model.momentum_mix_head.kernel),
+                               0.5 * mix_k0 + 0.5 * _np(model.mix_head.kernel),
+                               rtol=1e-5, atol=1e-6)
+
+
+def _stage4_moving_means(model):
+    stage4 = backbones.stages(model.momentum_backbone)[-1]
+    return [_np(w).copy() for w in stage4.weights if "moving_mean" in w.path]
+
+
+def test_momentum_full_forward_updates_last_stage_statistics_on_clean_images():
+    """With the full forward, θ_k's stage-4 BatchNorm statistics also see the
+    clean batch: for the same step (same weights, λ and pairs) they differ
+    from the partial forward's, which sees only the φ-mixed images."""
+    x, y = _data(n=4)
+    first = _model("automix", momentum_full_forward=True)
+    fresh = _stage4_moving_means(first)
+    results = {}
+    for flag in (True, False):
+        model = _model("automix", momentum_full_forward=flag)
+        model.set_weights(first.get_weights())
+        model.compute_losses(keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y))
+        results[flag] = _stage4_moving_means(model)
+    for flag in (True, False):  # either way the φ forward on mixed images updates them
+        assert all(not np.allclose(a, b) for a, b in zip(results[flag], fresh))
+    assert all(not np.allclose(a, b) for a, b in zip(results[True], results[False]))
+
+
+def test_old_config_without_heads_keys_loads_as_one_head():
+    model = _model(separate_mix_head=False, momentum_full_forward=False)
+    assert model.mix_head is model.head
+    config = model.get_config()
+    for key in ("separate_mix_head", "momentum_full_forward"):
+        config.pop(key)
+    rebuilt = models.AMixClassifier.from_config(config)
+    assert rebuilt.mix_head is rebuilt.head
+    assert not rebuilt.momentum_full_forward
+    assert len(rebuilt.weights) == len(model.weights)
+
+
+@pytest.mark.training
+def test_training_logs_leave_out_the_momentum_top1():
+    x, y = _data()
+    model = _model(total_steps=4)
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    history = model.fit(x, y, batch_size=4, epochs=1, verbose=0,
+                        validation_data=(x, y)).history
+    assert "top1_momentum" not in history
+    assert "val_top1_momentum" in history and "top1" in history
 
 
 @pytest.mark.training

@@ -60,3 +60,32 @@ def test_config_round_trip_and_validation():
     with pytest.raises(ValueError, match="total_steps"):
         s(1, 0)
     assert math.isfinite(s(0, 1))
+
+
+def test_horizon_rule_by_hand():
+    # 1000 steps, horizon 2 %: start at 1 - 1/(0.02 * 1000) = 0.95 < 0.999.
+    schedule = MomentumSchedule(base=0.999, final=1.0, horizon_fraction=0.02)
+    assert schedule.start(1000) == pytest.approx(0.95)
+    assert schedule(0, 1000) == pytest.approx(0.95)
+    assert schedule(99, 1000) == pytest.approx(0.95)  # the 10 % warm-up holds it
+    # Half way through the cosine (step 550): 1 - 0.05 * (cos(pi/2) + 1) / 2 = 0.975.
+    assert schedule(550, 1000) == pytest.approx(0.975)
+    assert schedule(1000, 1000) == pytest.approx(1.0)
+    # A paper-length run (CIFAR-100: 800 epochs x 500 steps) keeps base 0.999.
+    assert schedule.start(400_000) == 0.999
+    assert MomentumSchedule(base=0.999).start(1000) == 0.999  # off by default
+
+
+def test_horizon_rule_ops_matches_python():
+    schedule = MomentumSchedule(horizon_fraction=0.05)
+    for step in (0, 30, 150, 299, 300):
+        assert float(keras.ops.convert_to_numpy(schedule.ops_call(step, 300))) == \
+            pytest.approx(schedule(step, 300), abs=1e-6)
+
+
+def test_horizon_rule_validation_and_config():
+    for bad in (0.0, 1.5, -0.1, True, "0.1"):
+        with pytest.raises(ValueError, match="horizon_fraction"):
+            MomentumSchedule(horizon_fraction=bad)
+    schedule = MomentumSchedule(horizon_fraction=0.02)
+    assert MomentumSchedule.from_config(schedule.get_config()).start(1000) == schedule.start(1000)
