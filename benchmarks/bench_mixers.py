@@ -13,7 +13,7 @@ is not timed from three samples on a busy machine. PuzzleMix and
 Co-Mixup get a random saliency map of the batch's size.
 
 Part (b), training step: a `MixupClassifier` (ResNet-18, CIFAR stem,
-`--width`) per method, vanilla plus the 8 mixers, timed with
+`--width`) per method, vanilla plus every registered mixer, timed with
 `model.train_on_batch` on one random batch in interleaved rounds; the ratio
 column is the median step time over the vanilla model's. The row
 "(saliency pass)" times `model.saliency` alone (the extra forward/backward
@@ -47,20 +47,21 @@ flags.DEFINE_integer("rounds", 5, "Interleaved rounds, throughput part.")
 flags.DEFINE_integer("calls", 3, "Minimum calls per mixer per round, throughput part.")
 flags.DEFINE_float("min_round_seconds", 0.25,
                    "Fast mixers get more calls per round, enough to fill this time.")
-flags.DEFINE_float("alpha", 1.0, "Beta(alpha, alpha) for every mixer that takes one.")
-flags.DEFINE_list("train_methods",
-                  ["vanilla", "mixup", "cutmix", "saliencymix", "fmix", "resizemix",
-                   "puzzlemix", "comixup", "manifoldmix"],
-                  "Training-step part: 'vanilla' first, then mixer names.")
+flags.DEFINE_float("alpha", None, "Beta(alpha, alpha) for every mixer that takes one "
+                   "(default: each mixer's default_alpha; a reference gets the alpha of the "
+                   "mixer it is compared with).")
+flags.DEFINE_list("train_methods", None,
+                  "Training-step part: 'vanilla' first, then mixer names (default: vanilla "
+                  "and every registered mixer).")
 flags.DEFINE_integer("train_image_size", 32, "Image size, training-step part.")
 flags.DEFINE_integer("width", 16, "ResNet-18 base width, training-step part.")
 flags.DEFINE_integer("train_rounds", 7, "Interleaved rounds, training part (0 skips it).")
 flags.DEFINE_integer("train_steps", 3, "Steps per model per round, training part.")
 flags.DEFINE_string("out", "runs/bench/mixers.json", "JSON output.")
 
-# Our mixers timed in part (a); the three with a Keras / keras-cv equivalent
-# get a `time_vs_ref` column against it.
-OURS = ("mixup", "cutmix", "fmix", "saliencymix", "resizemix", "puzzlemix", "comixup")
+# Part (a) times every registered mixer that mixes images (not ManifoldMix's
+# hidden features); the three with a Keras / keras-cv equivalent get a
+# `time_vs_ref` column against it.
 REFERENCE_OF = {"mixup": "keras.MixUp", "cutmix": "keras.CutMix", "fmix": "keras_cv.FourierMix"}
 
 
@@ -74,11 +75,20 @@ def _import_keras_cv():
         return None, f"{type(e).__name__}: {e}"
 
 
-def build_mixers(alpha):
+def alpha_of(name, alpha=None):
+    """`alpha`, or (None) the registered mixer's `default_alpha`."""
+    from keras_amix import mixers
+
+    return mixers.get_class(name).default_alpha if alpha is None else alpha
+
+
+def build_mixers(alpha=None):
     """{label: (tf.function(images, labels, saliency) -> images, error or None)}.
 
     keras-cv entries carry no function, only the error text, when keras-cv
-    does not import (or a layer cannot be built).
+    does not import (or a layer cannot be built). `alpha` None: each of ours
+    at its `default_alpha`, each reference at the α of the mixer it is
+    compared with.
     """
     import keras
     import tensorflow as tf
@@ -88,8 +98,10 @@ def build_mixers(alpha):
     entries = {}
     wrap = tf.function
 
-    for name in OURS:
-        kwargs = dict(alpha=alpha, seed=0)
+    for name in mixers.available():
+        if mixers.get_class(name).mixes_hidden:
+            continue
+        kwargs = dict(alpha=alpha_of(name, alpha), seed=0)
         if name in ("puzzlemix", "comixup"):
             kwargs["grid_size"] = 4
         mixer = mixers.get(name, **kwargs)
@@ -102,13 +114,14 @@ def build_mixers(alpha):
     def dict_layer(layer):
         return lambda x, y, s: layer({"images": x, "labels": y}, training=True)["images"]
 
-    entries["keras.MixUp"] = (wrap(dict_layer(keras.layers.MixUp(alpha=alpha, seed=0))), None)
-    entries["keras.CutMix"] = (wrap(dict_layer(keras.layers.CutMix(factor=alpha, seed=0))), None)
+    mixup, cutmix, fmix = (alpha_of(n, alpha) for n in ("mixup", "cutmix", "fmix"))
+    entries["keras.MixUp"] = (wrap(dict_layer(keras.layers.MixUp(alpha=mixup, seed=0))), None)
+    entries["keras.CutMix"] = (wrap(dict_layer(keras.layers.CutMix(factor=cutmix, seed=0))), None)
     keras_cv, error = _import_keras_cv()
-    for label, ctor in (("keras_cv.MixUp", lambda m: m.layers.MixUp(alpha=alpha, seed=0)),
-                        ("keras_cv.CutMix", lambda m: m.layers.CutMix(alpha=alpha, seed=0)),
+    for label, ctor in (("keras_cv.MixUp", lambda m: m.layers.MixUp(alpha=mixup, seed=0)),
+                        ("keras_cv.CutMix", lambda m: m.layers.CutMix(alpha=cutmix, seed=0)),
                         ("keras_cv.FourierMix",
-                         lambda m: m.layers.FourierMix(alpha=alpha, decay_power=3, seed=0))):
+                         lambda m: m.layers.FourierMix(alpha=fmix, decay_power=3, seed=0))):
         if keras_cv is None:
             entries[label] = (None, error)
             continue
@@ -202,6 +215,10 @@ def time_training():
     x = rng.normal(size=(batch, size, size, 3)).astype("float32")
     y = np.eye(classes, dtype="float32")[rng.integers(0, classes, batch)]
 
+    from keras_amix import mixers
+
+    methods = FLAGS.train_methods or ["vanilla"] + mixers.available()
+
     def build(method):
         backbone = backbones.resnet(18, width=FLAGS.width, input_shape=(size, size, 3))
         mixer = None if method == "vanilla" else method
@@ -209,7 +226,7 @@ def time_training():
         model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
         return model
 
-    built = {m: build(m) for m in FLAGS.train_methods}
+    built = {m: build(m) for m in methods}
     calls = {m: (lambda mod: lambda: mod.train_on_batch(x, y))(mod) for m, mod in built.items()}
     # The extra forward/backward of PuzzleMix / Co-Mixup, alone.
     probe = built["vanilla"]
@@ -226,7 +243,7 @@ def time_training():
             for _ in range(FLAGS.train_steps):
                 fn()
             times[name].append((time.perf_counter() - start) / FLAGS.train_steps)
-    base = statistics.median(times[FLAGS.train_methods[0]])
+    base = statistics.median(times[methods[0]])
     rows = []
     for name, ts in times.items():
         median = statistics.median(ts)
@@ -239,6 +256,8 @@ def main(argv):
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
+
+    from keras_amix import mixers
 
     if keras.backend.backend() != "tensorflow":
         raise ValueError(
@@ -268,7 +287,8 @@ def main(argv):
     print(f"\nwall time {wall:.1f} s; load average before {load_before}, "
           f"after {os.getloadavg()}")
     common.write_json(FLAGS.out, dict(
-        machine=common.machine(), batch_size=FLAGS.batch_size, alpha=FLAGS.alpha,
+        machine=common.machine(), batch_size=FLAGS.batch_size,
+        alpha={name: alpha_of(name, FLAGS.alpha) for name in mixers.available()},
         sizes=[int(s) for s in FLAGS.sizes], rounds=FLAGS.rounds, calls=FLAGS.calls,
         num_batches=FLAGS.num_batches, throughput=throughput_rows,
         throughput_raw_seconds=throughput_raw, train_image_size=FLAGS.train_image_size,

@@ -37,7 +37,6 @@ flags.mark_flag_as_required("data")
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
-ALPHA = {"mixup": 1.0, "cutmix": 1.0, "automix": 2.0, "amix": 2.0}
 
 
 def normalise(x):
@@ -86,11 +85,11 @@ def build(method, steps_total, seed):
     if method == "vanilla":
         model = models.MixupClassifier(backbone, 10)
     elif method in ("automix", "amix"):
-        model = models.AMixClassifier(backbone, 10, mix_block=method, alpha=ALPHA[method],
+        # α: AMixClassifier's default (the paper's 2.0).
+        model = models.AMixClassifier(backbone, 10, mix_block=method,
                                       total_steps=steps_total, seed=seed)
-    else:
-        model = models.MixupClassifier(backbone, 10, mixer=method,
-                                       mixer_kwargs=dict(alpha=ALPHA.get(method, 1.0), seed=seed))
+    else:  # α: the mixer's `default_alpha`
+        model = models.MixupClassifier(backbone, 10, mixer=method, mixer_kwargs=dict(seed=seed))
     schedule = keras.optimizers.schedules.CosineDecay(FLAGS.lr, decay_steps=steps_total)
     model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9,
                                                  weight_decay=FLAGS.weight_decay))
@@ -119,7 +118,9 @@ def main(argv):
                                 validation_data=(x_test, y_test), validation_batch_size=1000,
                                 epochs=FLAGS.epochs, callbacks=[timer], verbose=0).history
             top1 = history["val_top1"]
-            row = dict(method=method, seed=seed, final_top1=top1[-1],
+            mixer = getattr(model, "mixer", None)
+            alpha = getattr(model, "alpha", None) if mixer is None else mixer.alpha
+            row = dict(method=method, seed=seed, alpha=alpha, final_top1=top1[-1],
                        median_last10_top1=statistics.median(top1[-10:]),
                        sec_per_epoch=statistics.median(timer.seconds[1:] or timer.seconds))
             if "val_top1_momentum" in history:
@@ -135,7 +136,7 @@ def main(argv):
                 weight_decay=FLAGS.weight_decay, train_size=len(x_train),
                 test_size=len(x_test), results=results))
     common.print_table([{k: v for k, v in r.items() if k != "history"} for r in results],
-                       ["method", "seed", "final_top1", "median_last10_top1",
+                       ["method", "seed", "alpha", "final_top1", "median_last10_top1",
                         "median_last10_top1_momentum", "final_mask_std", "sec_per_epoch"])
 
 

@@ -66,6 +66,17 @@ SHARED_FLAGS = {
                      "TensorFlow op determinism. Slower.",
 }
 
+def mixer_names():
+    """`keras_amix/mixers/names.py` as a dict (`DEFAULT_ALPHA`, `CROSS_VIEW`): the
+    registered mixers and their default α, read as a plain file, since importing
+    keras_amix imports Keras and the flags are checked before that."""
+    import importlib.util
+    import runpy
+
+    package = os.path.dirname(importlib.util.find_spec("keras_amix").origin)
+    return runpy.run_path(os.path.join(package, "mixers", "names.py"))
+
+
 # Names the library defines, kept here so that flags are checked before Keras
 # loads; tests/experiments/test_cli.py asserts they equal the library's.
 STEMS = ("cifar", "imagenet")
@@ -403,6 +414,39 @@ def save_keras_atomic(model, path):
             os.remove(tmp)
 
 
+INPUTS = ("auto", "numpy", "tfdata")
+
+
+def tensorflow_available():
+    """Whether TensorFlow is installed (found without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("tensorflow") is not None
+
+
+def input_kind(cfg):
+    """The input path of `cfg.input`: "numpy" (`keras_amix.data.ArrayBatches`,
+    no TensorFlow) or "tfdata". "auto" is numpy when TensorFlow is not
+    installed and the data set is an .npz file, tfdata otherwise. A ValueError
+    names `--input` where the choice cannot work."""
+    check_choice("input", cfg.input, INPUTS)
+    is_npz = cfg.dataset.endswith(".npz") and os.path.isfile(cfg.dataset)
+    have_tf = tensorflow_available()
+    kind = cfg.input if cfg.input != "auto" else ("numpy" if is_npz and not have_tf else "tfdata")
+    if kind == "numpy" and not is_npz:
+        raise ValueError(
+            f"`--input=numpy` reads .npz files only; --dataset={cfg.dataset!r} is not an "
+            "existing .npz file (TFDS names and image folders need --input=tfdata)."
+        )
+    if kind == "tfdata" and not have_tf:
+        raise ValueError(
+            f"--dataset={cfg.dataset!r} with `--input={cfg.input}` needs tf.data, and "
+            "TensorFlow is not installed: without it only .npz files can be read "
+            "(--input=numpy)."
+        )
+    return kind
+
+
 def datasets(cfg, num_classes=None, initial_epoch=0):
     """(train, test, info, steps_per_epoch) pipelines for a run config.
 
@@ -411,7 +455,11 @@ def datasets(cfg, num_classes=None, initial_epoch=0):
     The training pipeline holds epochs `initial_epoch..cfg.epochs - 1`, each
     shuffled and augmented as a function of (cfg.seed, epoch) (see
     `pass_epochs`): fit it with `steps_per_epoch` and `initial_epoch`.
+    With `input_kind(cfg) == "numpy"` both are `keras_amix.data.ArrayBatches`
+    (no TensorFlow), else tf.data pipelines.
     """
+    if input_kind(cfg) == "numpy":
+        return _array_datasets(cfg, num_classes, initial_epoch)
     from keras_amix import data as data_lib
 
     info = data_lib.info(cfg.dataset, data_dir=cfg.data_dir)
@@ -433,6 +481,51 @@ def datasets(cfg, num_classes=None, initial_epoch=0):
     )
     test = data_lib.pipeline(test_raw, training=False, augment=None, cache=True, **common)
     return train, test, info, steps_per_epoch(cfg, n_train)
+
+
+def _array_datasets(cfg, num_classes, initial_epoch):
+    """`datasets` from an .npz file held in memory, without TensorFlow."""
+    import numpy as np
+
+    from keras_amix.data import arrays
+
+    if cfg.augment not in ("cifar", "none"):
+        raise ValueError(f"`--input=numpy` supports --augment=cifar|none; received "
+                         f"--augment={cfg.augment!r} (use --input=tfdata).")
+    splits, info = arrays.load_npz(cfg.dataset)
+
+    def split(name, flag, per_class, max_examples):
+        if name not in splits:
+            raise ValueError(f"`--{flag}`={name!r} is not a split of {cfg.dataset!r}; "
+                             f"it holds {sorted(splits)}.")
+        images, labels = splits[name]
+        keep = np.arange(len(labels))
+        if per_class is not None:
+            keep = arrays.first_per_class(labels, per_class)
+        keep = keep[:max_examples]  # as `load_split`: the class limit, then the first N
+        return images[keep], labels[keep]
+
+    common = dict(batch_size=cfg.batch_size, num_classes=num_classes or info.num_classes,
+                  image_size=cfg.image_size, mean=info.mean, std=info.std)
+    train_images, train_labels = split(cfg.train_split, "train_split", cfg.per_class_limit,
+                                       cfg.max_train_examples)
+    steps_per_epoch(cfg, len(train_labels))  # a ValueError naming --batch_size
+    train = arrays.ArrayBatches(
+        train_images, train_labels, training=True, augment=cfg.augment, seed=cfg.seed,
+        **pass_epochs(cfg, initial_epoch), **common)
+    test = arrays.ArrayBatches(
+        *split(cfg.test_split, "test_split", cfg.test_per_class_limit, cfg.max_test_examples),
+        training=False, **common)
+    return train, test, info, train.steps_per_epoch
+
+
+def first_images(ds, n):
+    """The first `n` images of the first batch of a test set (tf.data or a PyDataset)."""
+    import keras
+    import numpy as np
+
+    batch = ds[0] if isinstance(ds, keras.utils.PyDataset) else next(iter(ds))
+    return np.asarray(batch[0])[:n]
 
 
 def steps_per_epoch(cfg, n_train):
@@ -475,8 +568,8 @@ def run_callbacks(workdir, *extra):
 
     1. `TerminateOnNonFinite`: a NaN / infinite loss term raises inside the
        batch, before anything of that epoch is written;
-    2. TensorBoard logs and history.csv (appended; `start_run` drops rows
-       the backup does not hold);
+    2. TensorBoard logs (where TensorFlow is installed) and history.csv
+       (appended; `start_run` drops rows the backup does not hold);
     3. `extra`;
     4. last, the backup (`AtomicBackupAndRestore`, never half-written and
        never non-finite): an epoch is in history.csv before the backup counts
@@ -487,9 +580,15 @@ def run_callbacks(workdir, *extra):
 
     from keras_amix.training import callbacks
 
+    tensorboard = []
+    if tensorflow_available():
+        tensorboard = [keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"))]
+    else:
+        print("TensorFlow is not installed: no TensorBoard logs (history.csv has the "
+              "per-epoch logs).")
     return [
         callbacks.TerminateOnNonFinite(),
-        keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")),
+        *tensorboard,
         keras.callbacks.CSVLogger(os.path.join(workdir, HISTORY), append=True),
         *extra,
         callbacks.AtomicBackupAndRestore(os.path.join(workdir, BACKUP), delete_checkpoint=False),

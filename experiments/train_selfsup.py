@@ -37,11 +37,15 @@ from absl import flags
 
 from experiments import common
 
-CROSS_VIEW_METHODS = ("mixup", "cutmix", "saliencymix", "fmix", "resizemix")
+# The cross-view mixers and their default α (keras_amix/mixers/names.py); the
+# self-supervised runs use the mixers' own α.
+MIXERS = common.mixer_names()
+CROSS_VIEW_METHODS = MIXERS["CROSS_VIEW"]
 SSL_METHODS = ("imix", "unmix", "mochi")
 METHODS = ("mocov2",) + CROSS_VIEW_METHODS + SSL_METHODS
-DEFAULT_ALPHA = {"mixup": 1.0, "cutmix": 0.2, "saliencymix": 0.2, "fmix": 0.2,
-                 "resizemix": 1.0, "imix": 1.0, "unmix": 1.0}
+# i-Mix and Un-Mix take α through `MoCoV2`'s mixer_kwargs (MoCHi has none).
+DEFAULT_ALPHA = {**{name: MIXERS["DEFAULT_ALPHA"][name] for name in CROSS_VIEW_METHODS},
+                 "imix": 1.0, "unmix": 1.0}
 
 
 @dataclasses.dataclass(frozen=True)

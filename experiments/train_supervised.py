@@ -31,8 +31,9 @@ from absl import flags
 
 from experiments import common
 
-STATIC_METHODS = ("mixup", "cutmix", "saliencymix", "fmix", "resizemix",
-                  "puzzlemix", "comixup", "manifoldmix")
+# The registered mixers and their default α (keras_amix/mixers/names.py).
+MIXERS = common.mixer_names()
+STATIC_METHODS = tuple(MIXERS["DEFAULT_ALPHA"])
 LEARNED_METHODS = ("automix", "amix")
 METHODS = ("vanilla",) + STATIC_METHODS + LEARNED_METHODS
 
@@ -44,6 +45,7 @@ class Config:
     download: bool = False
     train_split: str = "train"
     test_split: str = "test"
+    input: str = "auto"  # "numpy": .npz in memory, no TensorFlow (common.input_kind)
     image_size: int = 32
     augment: str = "cifar"
     backbone: str = "resnet18"
@@ -86,7 +88,10 @@ class Config:
 
 # The paper's settings (DESIGN §10); the default config is the CPU demo.
 PRESETS = {
-    "demo": Config(),  # digits: lr 0.05 with one warm-up epoch is stable at batch 64
+    # digits (8x8, upsampled to 16x16): lr 0.05 with one warm-up epoch is stable;
+    # batch 32 and 25 epochs give AMix's Mix Block the ~700 steps it needs to leave
+    # its flat start (BUILD_NOTES 2026-12-02) within about 5 minutes on 2 cores.
+    "demo": Config(image_size=16, batch_size=32, epochs=25),
     "cifar100": Config(dataset="cifar100", image_size=32, augment="cifar", epochs=800,
                        batch_size=100, lr=0.1, weight_decay=1e-4, warmup_epochs=0),
     "cifar10": Config(dataset="cifar10", image_size=32, augment="cifar", epochs=800,
@@ -113,9 +118,9 @@ PRESETS = {
 # Block its own SGD, 0.1 -> 1e-3.
 LEARNED_LR_FLOOR = 0.5
 LEARNED_PRESET_LR = {"tiny_imagenet": dict(min_lr=0.05, phi_lr=0.1, phi_min_lr=1e-3)}
-# Default mixing strength per method (the paper's grid search picks these).
-DEFAULT_ALPHA = {"automix": 2.0, "amix": 2.0, "mixup": 1.0, "cutmix": 0.2, "saliencymix": 0.2, "fmix": 0.2,
-                 "resizemix": 1.0, "puzzlemix": 1.0, "comixup": 2.0, "manifoldmix": 2.0}
+# Default mixing strength per method: each mixer's `default_alpha`, and the
+# AutoMix / AMix α of the paper (an `AMixClassifier` argument, not a mixer).
+DEFAULT_ALPHA = {**MIXERS["DEFAULT_ALPHA"], "automix": 2.0, "amix": 2.0}
 
 FLAGS = flags.FLAGS
 # allow_override: the binaries share flag names and the tests import several of them
@@ -129,6 +134,9 @@ SHARED_CHECKS = common.define_flags(Config, [
     "max_test_examples", "seed", "strategy", "export", "deterministic",
 ], image_size="Training image size (square).")
 flags.DEFINE_string("augment", Config.augment, "Augmentation preset: cifar | imagenet | none.", allow_override=True)
+flags.DEFINE_string("input", Config.input, "Input path: tfdata | numpy (an .npz file in memory, "
+                    "no TensorFlow) | auto (numpy when TensorFlow is not installed and the "
+                    "data set is an .npz file).", allow_override=True)
 flags.DEFINE_string("method", Config.method, "|".join(METHODS), allow_override=True)
 flags.DEFINE_enum("export_encoder", Config.export_encoder, ["online", "momentum"],
                   "AutoMix/AMix: which encoder the SavedModel serves.", allow_override=True)
@@ -176,6 +184,7 @@ AUGMENTS = ("cifar", "imagenet", "none")
 CHECKS = {
     **SHARED_CHECKS,
     "augment": common.choice(AUGMENTS),
+    "input": common.choice(common.INPUTS),
     "method": common.choice(METHODS),
     "export_encoder": common.choice(("online", "momentum")),
     "settings": common.choice(("paper", "official")),
@@ -377,6 +386,15 @@ def make_optimizer(cfg, steps_per_epoch):
     return keras.optimizers.MultiOptimizer(optimizer_map)
 
 
+def check_environment(cfg):
+    """What the run needs of the installed packages: its input path
+    (`common.input_kind`), and TensorFlow for the SavedModel export."""
+    common.input_kind(cfg)
+    if cfg.export and not common.tensorflow_available():
+        raise ValueError("`--export` writes a SavedModel, which needs TensorFlow (not "
+                         "installed): pass --noexport.")
+
+
 def train(cfg, workdir, extra_callbacks=()):
     """Trains `cfg` into `workdir`; returns the metrics dict written to metrics.json.
 
@@ -386,10 +404,10 @@ def train(cfg, workdir, extra_callbacks=()):
     """
     import keras
 
-    from keras_amix import export as export_lib
     from keras_amix.training.callbacks import EpochTimer
 
     cfg = learning_rates(cfg)
+    check_environment(cfg)
     common.set_determinism(cfg.seed, cfg.deterministic)
     os.makedirs(workdir, exist_ok=True)
     initial_epoch = common.start_run(workdir)
@@ -405,10 +423,12 @@ def train(cfg, workdir, extra_callbacks=()):
         model.compile(optimizer=make_optimizer(cfg, steps))
     timer = EpochTimer()
     extra = [timer]
-    if cfg.method in LEARNED_METHODS and cfg.mask_summary_every > 0:
+    # A TensorBoard summary: without TensorFlow there is none (masks.png is drawn at the end).
+    if (cfg.method in LEARNED_METHODS and cfg.mask_summary_every > 0
+            and common.tensorflow_available()):
         from keras_amix.training.callbacks import MixImageSummary
 
-        mask_images = next(iter(test_ds))[0].numpy()[:8]  # normalised, as the model sees them
+        mask_images = common.first_images(test_ds, 8)  # normalised, as the model sees them
         extra.append(MixImageSummary(
             os.path.join(workdir, "tensorboard", "masks"), mask_images, mean=info.mean,
             std=info.std, seed=cfg.seed, every_n_epochs=cfg.mask_summary_every))
@@ -416,7 +436,7 @@ def train(cfg, workdir, extra_callbacks=()):
         train_ds, validation_data=test_ds, epochs=cfg.epochs, steps_per_epoch=steps,
         initial_epoch=initial_epoch, callbacks=common.run_callbacks(
             workdir, *extra, *extra_callbacks),
-        verbose=2, shuffle=False,  # the tf.data pipeline shuffles
+        verbose=2, shuffle=False,  # the input pipeline shuffles each pass
     )
     results = model.evaluate(test_ds, return_dict=True, verbose=0)
     history = common.read_history(workdir)  # every epoch, resumed runs included
@@ -445,6 +465,8 @@ def train(cfg, workdir, extra_callbacks=()):
             out=os.path.join(workdir, "masks.png"))
         metrics["mask_picture"] = dict(path=out, **stats)
     if cfg.export:
+        from keras_amix import export as export_lib
+
         served = model
         if cfg.method in LEARNED_METHODS:
             served = model.classifier(cfg.export_encoder)
@@ -476,6 +498,7 @@ def main(argv):
             os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"  # read when TensorFlow loads
         if cfg.method in LEARNED_METHODS:
             mix_block_switches(cfg)  # imports Keras: builds a MixBlock to check the switches
+        check_environment(cfg)
     train(cfg, FLAGS.workdir)
 
 

@@ -87,17 +87,32 @@ def backbone_image_size(model):
 
 
 def load_images(dataset, split, data_dir, image_size, pairs, seed):
-    """`pairs` normalised images of `split` (chosen with `seed`) and the DatasetInfo."""
+    """`pairs` normalised images of `split` (chosen with `seed`) and the DatasetInfo.
+
+    Without TensorFlow an .npz data set is read by `keras_amix.data.arrays`
+    (no resizing: `image_size` must be the stored size)."""
+    import importlib.util
+
     import numpy as np
 
     from keras_amix import data as data_lib
 
-    info = data_lib.info(dataset, data_dir=data_dir)
-    ds = data_lib.load(dataset, split, data_dir=data_dir)
-    ds = data_lib.pipeline(ds.take(POOL_SIZE), batch_size=POOL_SIZE,
-                           num_classes=info.num_classes, training=False,
-                           image_size=image_size, mean=info.mean, std=info.std)
-    images = next(iter(ds))[0].numpy()
+    if str(dataset).endswith(".npz") and importlib.util.find_spec("tensorflow") is None:
+        splits, info = data_lib.arrays.load_npz(dataset)
+        if split not in splits:
+            raise ValueError(f"`--split`={split!r} is not a split of {dataset!r}; it holds "
+                             f"{sorted(splits)}.")
+        pool = [part[:POOL_SIZE] for part in splits[split]]
+        images = data_lib.ArrayBatches(
+            *pool, batch_size=POOL_SIZE, num_classes=info.num_classes, training=False,
+            image_size=image_size, mean=info.mean, std=info.std)[0][0]
+    else:
+        info = data_lib.info(dataset, data_dir=data_dir)
+        ds = data_lib.load(dataset, split, data_dir=data_dir)
+        ds = data_lib.pipeline(ds.take(POOL_SIZE), batch_size=POOL_SIZE,
+                               num_classes=info.num_classes, training=False,
+                               image_size=image_size, mean=info.mean, std=info.std)
+        images = next(iter(ds))[0].numpy()
     if len(images) < pairs:
         raise ValueError(
             f"`--pairs`={pairs} needs {pairs} images but split {split!r} of {dataset!r} "

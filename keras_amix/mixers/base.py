@@ -19,6 +19,11 @@ import numpy as np
 from keras import ops
 
 from keras_amix.mixers import checks
+# The mixing primitives live in primitives.py; re-exported here for compatibility.
+from keras_amix.mixers.primitives import mix_images as _mix_images
+from keras_amix.mixers.primitives import mix_labels as _mix_labels
+from keras_amix.mixers.primitives import sample_lambda  # noqa: F401
+from keras_amix.mixers.primitives import sample_permutation  # noqa: F401
 
 _REGISTRY = {}
 
@@ -27,11 +32,18 @@ def register(name):
     """Class decorator: registers a `Mixer` subclass under `name`.
 
     The class is also registered for Keras serialization
-    (`package="keras_amix"`). A new mixer is one file plus this decorator.
+    (`package="keras_amix"`) and must set the class attribute
+    `default_alpha`. A new mixer is one file plus this decorator.
     """
 
     def decorator(cls):
         key = name.lower()
+        alpha = getattr(cls, "default_alpha", None)
+        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha > 0:
+            raise ValueError(
+                f"A mixer class must set `default_alpha`, a number > 0 (the "
+                f"default of `alpha`); received {cls.__name__}.default_alpha={alpha!r}."
+            )
         if key in _REGISTRY and _REGISTRY[key].__qualname__ != cls.__qualname__:
             raise ValueError(
                 f"A mixer named {key!r} is already registered "
@@ -64,49 +76,25 @@ def get(name, **kwargs):
                 f"instance; received kwargs={sorted(kwargs)}."
             )
         return name
+    return get_class(name)(**kwargs)
+
+
+def get_class(name):
+    """The `Mixer` subclass registered under `name` (case-insensitive).
+
+    Its class attributes describe the method before any instance exists, e.g.
+    `get_class("cutmix").default_alpha`.
+    """
     if not isinstance(name, str) or name.lower() not in _REGISTRY:
         raise ValueError(
             f"Unknown mixer name={name!r}. Available mixers: {available()}."
         )
-    return _REGISTRY[name.lower()](**kwargs)
+    return _REGISTRY[name.lower()]
 
 
 # ---------------------------------------------------------------------------
 # Pure helpers.
 # ---------------------------------------------------------------------------
-
-
-def sample_lambda(seed_gen, alpha, shape):
-    """λ ~ Beta(α, α) of the given shape, float32.
-
-    Drawn as g1 / (g1 + g2) with g1, g2 ~ Gamma(α) (two `keras.random.gamma`
-    draws) because `keras.random.beta` does not compile under XLA on the
-    TensorFlow backend. If both Gamma draws underflow to 0 (possible for tiny
-    α in float32) λ = 0.5.
-    """
-    g1 = keras.random.gamma(shape, alpha, dtype="float32", seed=seed_gen)
-    g2 = keras.random.gamma(shape, alpha, dtype="float32", seed=seed_gen)
-    total = g1 + g2
-    return ops.where(total > 0, g1 / ops.maximum(total, 1e-30), 0.5)
-
-
-def sample_permutation(seed_gen, batch_size, no_repeat=False):
-    """A random permutation of `range(batch_size)`, int32 of shape (B,).
-
-    With `no_repeat=True` the permutation has no fixed point (perm[i] != i):
-    a random order σ composed with a random cyclic shift k ∈ [1, B - 1],
-    perm[σ[j]] = σ[(j + k) mod B].
-    """
-    keys = keras.random.uniform((batch_size,), seed=seed_gen)
-    order = ops.cast(ops.argsort(keys), "int32")
-    if not no_repeat:
-        return order
-    size = ops.cast(batch_size, "int32")
-    u = keras.random.uniform((), seed=seed_gen)
-    shift = 1 + ops.cast(ops.floor(u * ops.cast(size - 1, "float32")), "int32")
-    shift = ops.minimum(shift, size - 1)
-    inverse = ops.cast(ops.argsort(order), "int32")
-    return ops.take(order, ops.mod(inverse + shift, size), axis=0)
 
 
 def box_mask(y1, x1, y2, x2, height, width):
@@ -358,8 +346,13 @@ class Mixer(keras.layers.Layer):
     more than a per-pixel convex combination with `params["mask"]` or
     `params["lam"]`). `call` = validate, sample, pair `b = images[perm]`, mix.
 
+    Subclasses set the class attribute `default_alpha` (float > 0): the α of
+    the method's grid search, used when `alpha` is None (`register` refuses a
+    class without one).
+
     Args:
-        alpha: float > 0, λ ~ Beta(alpha, alpha).
+        alpha: float > 0, λ ~ Beta(alpha, alpha), or None (default) for the
+            class's `default_alpha`.
         num_classes: optional int; lets the mixer accept integer labels.
         per_sample: bool; one λ per sample instead of one per batch (paper
             convention: one per batch).
@@ -382,13 +375,14 @@ class Mixer(keras.layers.Layer):
         and float labels whose rows sum to 1.
     """
 
+    default_alpha = None
     requires_saliency = False
     mixes_hidden = False
     image_rank = 4
 
     def __init__(
         self,
-        alpha=1.0,
+        alpha=None,
         num_classes=None,
         per_sample=False,
         no_repeat=False,
@@ -397,6 +391,8 @@ class Mixer(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if alpha is None:
+            alpha = self.default_alpha
         if (
             isinstance(alpha, bool)
             or not isinstance(alpha, numbers.Real)
@@ -461,26 +457,15 @@ class Mixer(keras.layers.Layer):
         Uses `params["mask"]` (B, H, W, 1), the weight of `images_a`, when
         present, else `params["lam"]` broadcast over all non-batch axes.
         """
-        images_a = ops.convert_to_tensor(images_a)
-        dtype = images_a.dtype
-        a = ops.cast(images_a, "float32")
-        b = ops.cast(images_b, "float32")
-        if "mask" in params:
-            weight = ops.cast(params["mask"], "float32")
-        else:
-            weight = broadcast_weight(params["lam"], len(a.shape))
-        return cast_like(weight * a + (1.0 - weight) * b, dtype)
+        weight = params["mask"] if "mask" in params else params["lam"]
+        return _mix_images(images_a, images_b, weight)
 
     def mix_labels(self, labels, params):
         """λ·y + (1 − λ)·y[perm], with the actual per-sample λ (labels checked)."""
         return self._combine_labels(self.prepare_labels(labels), params)
 
     def _combine_labels(self, labels, params):
-        dtype = labels.dtype
-        y = ops.cast(labels, "float32")
-        lam = params["lam"][:, None]
-        mixed = lam * y + (1.0 - lam) * ops.take(y, params["perm"], axis=0)
-        return ops.cast(mixed, dtype)
+        return _mix_labels(labels, params["perm"], params["lam"])
 
     def prepare_labels(self, labels):
         return one_hot_labels(labels, self.num_classes)

@@ -3,6 +3,7 @@
 from keras import ops
 
 from keras_amix.mixers.base import register
+from keras_amix.mixers.names import DEFAULT_ALPHA
 from keras_amix.mixers.puzzlemix import _BlockMixer
 from keras_amix.mixers.puzzlemix import best_swap
 from keras_amix.mixers.puzzlemix import block_to_pixel_mask
@@ -91,7 +92,8 @@ class CoMixup(_BlockMixer):
     smoothness instead of the content-based one.
 
     Args:
-        alpha: float > 0, Beta(α, α) concentration. Defaults to 1.0.
+        alpha: float > 0, Beta(α, α) concentration, or None for
+            `default_alpha` (2.0).
         grid_size: blocks per side. Defaults to 4.
         smoothness: float ≥ 0, Potts weight (units of mean block saliency).
             Defaults to 0.5.
@@ -117,6 +119,8 @@ class CoMixup(_BlockMixer):
         Kim et al., "Co-Mixup: Saliency Guided Joint Mixup with Supermodular
         Diversity", ICLR 2021.
     """
+
+    default_alpha = DEFAULT_ALPHA["comixup"]
 
     def __init__(self, overlap=0.5, **kwargs):
         super().__init__(**kwargs)

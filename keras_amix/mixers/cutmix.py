@@ -5,6 +5,7 @@ from keras import ops
 from keras_amix.mixers.base import Mixer
 from keras_amix.mixers.base import register
 from keras_amix.mixers.base import sample_boxes
+from keras_amix.mixers.names import DEFAULT_ALPHA
 
 
 @register("cutmix")
@@ -16,7 +17,8 @@ class CutMix(Mixer):
     returned λ is exactly the fraction of pixels kept from the first image.
 
     Args:
-        alpha: float > 0, Beta(α, α) concentration. Defaults to 1.0.
+        alpha: float > 0, Beta(α, α) concentration, or None for
+            `default_alpha` (0.2).
         num_classes: optional int; needed for integer labels.
         per_sample: bool; one target λ per sample (default: one per batch).
         no_repeat: bool; avoid perm[i] == i.
@@ -41,6 +43,8 @@ class CutMix(Mixer):
         Yun et al., "CutMix: Regularization Strategy to Train Strong
         Classifiers with Localizable Features", ICCV 2019.
     """
+
+    default_alpha = DEFAULT_ALPHA["cutmix"]
 
     def sample_params(self, images, labels=None, **extra):
         batch, height, width = ops.shape(images)[:3]

@@ -6,6 +6,7 @@ from keras import ops
 
 from keras_amix.mixers.base import Mixer
 from keras_amix.mixers.base import register
+from keras_amix.mixers.names import DEFAULT_ALPHA
 
 
 def spectrum_scale(height, width, decay=3.0):
@@ -66,7 +67,8 @@ class FMix(Mixer):
     (and the returned λ) is exactly k / (H·W).
 
     Args:
-        alpha: float > 0, Beta(α, α) concentration. Defaults to 1.0.
+        alpha: float > 0, Beta(α, α) concentration, or None for
+            `default_alpha` (0.2).
         decay: float > 0, the spectral decay δ. Defaults to 3.0.
         num_classes, per_sample, no_repeat, fixed_lam, seed: as `MixUp`.
 
@@ -77,7 +79,7 @@ class FMix(Mixer):
 
     Example:
     ```python
-    mixer = keras_amix.mixers.get("fmix", alpha=1.0, decay=3.0)
+    mixer = keras_amix.mixers.get("fmix", alpha=0.2, decay=3.0)
     images, labels = mixer(images, labels)
     ```
 
@@ -86,7 +88,9 @@ class FMix(Mixer):
         arXiv:2002.12047.
     """
 
-    def __init__(self, alpha=1.0, decay=3.0, **kwargs):
+    default_alpha = DEFAULT_ALPHA["fmix"]
+
+    def __init__(self, alpha=None, decay=3.0, **kwargs):
         super().__init__(alpha=alpha, **kwargs)
         if not decay > 0:
             raise ValueError(f"`decay` must be > 0; received decay={decay!r}.")

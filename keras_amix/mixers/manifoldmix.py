@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_amix.mixers.base import register
 from keras_amix.mixers.mixup import MixUp
+from keras_amix.mixers.names import DEFAULT_ALPHA
 
 
 @register("manifoldmix")
@@ -21,8 +22,8 @@ class ManifoldMix(MixUp):
     ≥ 2 (the "input" layer).
 
     Args:
-        alpha: float > 0, Beta(α, α) concentration. Defaults to 2.0 (the
-            value used for ManifoldMix in the paper's CIFAR grid).
+        alpha: float > 0, Beta(α, α) concentration, or None for
+            `default_alpha` (2.0, the paper's CIFAR grid).
         layers: tuple of layer names to choose from; "input" means the
             images. Defaults to ("input", "stage1", "stage2", "stage3").
         num_classes, per_sample, no_repeat, fixed_lam, seed: as `MixUp`.
@@ -47,10 +48,11 @@ class ManifoldMix(MixUp):
         Interpolating Hidden States", ICML 2019.
     """
 
+    default_alpha = DEFAULT_ALPHA["manifoldmix"]
     mixes_hidden = True
     image_rank = None
 
-    def __init__(self, alpha=2.0, layers=("input", "stage1", "stage2", "stage3"), **kwargs):
+    def __init__(self, alpha=None, layers=("input", "stage1", "stage2", "stage3"), **kwargs):
         super().__init__(alpha=alpha, **kwargs)
         layers = tuple(layers)
         if not layers or not all(isinstance(n, str) for n in layers):

@@ -4,6 +4,7 @@ from keras import ops
 
 from keras_amix.mixers.base import Mixer
 from keras_amix.mixers.base import register
+from keras_amix.mixers.names import DEFAULT_ALPHA
 
 
 @register("mixup")
@@ -11,7 +12,8 @@ class MixUp(Mixer):
     """MixUp: x = λ·x_i + (1 − λ)·x_perm(i), y likewise, λ ~ Beta(α, α).
 
     Args:
-        alpha: float > 0, Beta(α, α) concentration. Defaults to 1.0.
+        alpha: float > 0, Beta(α, α) concentration, or None for
+            `default_alpha` (1.0).
         num_classes: optional int; needed for integer labels.
         per_sample: bool; one λ per sample (default: one per batch).
         no_repeat: bool; avoid perm[i] == i.
@@ -35,6 +37,8 @@ class MixUp(Mixer):
         Zhang et al., "mixup: Beyond Empirical Risk Minimization", ICLR 2018;
         AMix paper section 2.1 (eq. 1).
     """
+
+    default_alpha = DEFAULT_ALPHA["mixup"]
 
     def sample_params(self, images, labels=None, **extra):
         batch = ops.shape(images)[0]

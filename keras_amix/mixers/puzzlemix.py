@@ -10,6 +10,7 @@ from keras import ops
 from keras_amix.mixers.base import Mixer
 from keras_amix.mixers.base import cast_like
 from keras_amix.mixers.base import register
+from keras_amix.mixers.names import DEFAULT_ALPHA
 
 
 # ---------------------------------------------------------------------------
@@ -200,7 +201,7 @@ class _BlockMixer(Mixer):
 
     requires_saliency = True
 
-    def __init__(self, alpha=1.0, grid_size=4, smoothness=0.5, num_iters=None, **kwargs):
+    def __init__(self, alpha=None, grid_size=4, smoothness=0.5, num_iters=None, **kwargs):
         super().__init__(alpha=alpha, **kwargs)
         if grid_size not in (1, 2, 3, 4, 5, 6, 7, 8, 16):
             raise ValueError(
@@ -277,7 +278,8 @@ class PuzzleMix(_BlockMixer):
     adversarial perturbation.
 
     Args:
-        alpha: float > 0, Beta(α, α) concentration. Defaults to 1.0.
+        alpha: float > 0, Beta(α, α) concentration, or None for
+            `default_alpha` (1.0).
         grid_size: blocks per side (2, 4 or 8 typical). Defaults to 4. H and
             W must be divisible by it when `transport=True`.
         smoothness: float ≥ 0, Potts weight in units of the mean block
@@ -307,6 +309,8 @@ class PuzzleMix(_BlockMixer):
         Kim et al., "Puzzle Mix: Exploiting Saliency and Local Statistics
         for Optimal Mixup", ICML 2020.
     """
+
+    default_alpha = DEFAULT_ALPHA["puzzlemix"]
 
     def __init__(self, transport=True, transport_cost=1.0, **kwargs):
         super().__init__(**kwargs)

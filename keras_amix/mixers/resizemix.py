@@ -7,6 +7,7 @@ from keras_amix.mixers.base import Mixer
 from keras_amix.mixers.base import box_mask
 from keras_amix.mixers.base import cast_like
 from keras_amix.mixers.base import register
+from keras_amix.mixers.names import DEFAULT_ALPHA
 
 
 def paste_resized(target, source, box):
@@ -50,7 +51,8 @@ class ResizeMix(Mixer):
     Args:
         scope: (low, high) range of τ, 0 ≤ low ≤ high ≤ 1. Defaults to
             (0.1, 0.8).
-        alpha: unused by the sampling (kept for a uniform mixer interface).
+        alpha: unused by the sampling (kept for a uniform mixer interface;
+            `default_alpha` 1.0).
         num_classes, per_sample, no_repeat, fixed_lam, seed: as `MixUp`.
 
     Call arguments:
@@ -72,6 +74,8 @@ class ResizeMix(Mixer):
         Qin et al., "ResizeMix: Mixing Data with Preserved Object
         Information and True Labels", arXiv:2012.11101.
     """
+
+    default_alpha = DEFAULT_ALPHA["resizemix"]
 
     def __init__(self, scope=(0.1, 0.8), **kwargs):
         super().__init__(**kwargs)

@@ -7,6 +7,7 @@ from keras import ops
 from keras_amix.mixers.base import Mixer
 from keras_amix.mixers.base import register
 from keras_amix.mixers.base import sample_boxes
+from keras_amix.mixers.names import DEFAULT_ALPHA
 
 
 def _filter_separable(x, taps):
@@ -81,7 +82,8 @@ class SaliencyMix(Mixer):
     of the first image).
 
     Args:
-        alpha: float > 0, Beta(α, α) concentration. Defaults to 1.0.
+        alpha: float > 0, Beta(α, α) concentration, or None for
+            `default_alpha` (0.2).
         sigma: float > 0, std (pixels) of the Gaussian smoothing of the
             saliency map. Defaults to 1.0.
         num_classes, per_sample, no_repeat, fixed_lam, seed: as `CutMix`.
@@ -96,7 +98,7 @@ class SaliencyMix(Mixer):
 
     Example:
     ```python
-    mixer = keras_amix.mixers.get("saliencymix", alpha=1.0)
+    mixer = keras_amix.mixers.get("saliencymix", alpha=0.2)
     images, labels = mixer(images, labels)
     ```
 
@@ -106,7 +108,9 @@ class SaliencyMix(Mixer):
         Hou & Zhang, CVPR 2007.
     """
 
-    def __init__(self, alpha=1.0, sigma=1.0, **kwargs):
+    default_alpha = DEFAULT_ALPHA["saliencymix"]
+
+    def __init__(self, alpha=None, sigma=1.0, **kwargs):
         super().__init__(alpha=alpha, **kwargs)
         if not sigma > 0:
             raise ValueError(f"`sigma` must be > 0; received sigma={sigma!r}.")

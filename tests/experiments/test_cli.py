@@ -61,7 +61,8 @@ BAD_FLAGS = {
         (["--alpha=inf"], "--alpha"), (["--alpha=0"], "--alpha"), (["--lr=0"], "--lr"),
         (["--lr=nan"], "--lr"), (["--weight_decay=-1"], "--weight_decay"),
         (["--momentum=1"], "--momentum"), (["--warmup_epochs=-1"], "--warmup_epochs"),
-        (["--warmup_epochs=15"], "--warmup_epochs"),  # not < the 15 epochs of the demo
+        # not < the demo's epochs
+        ([f"--warmup_epochs={train_supervised.PRESETS['demo'].epochs}"], "--warmup_epochs"),
         (["--max_train_examples=0"], "--max_train_examples"),
         (["--max_test_examples=-3"], "--max_test_examples"),
         (["--per_class_limit=0"], "--per_class_limit"), (["--epochs=0"], "--epochs"),
@@ -210,6 +211,18 @@ def test_names_kept_in_experiments_match_the_library():
                                       if v.source == source)
     assert sorted(common.TFDS_DATASETS) == by_source("tfds") == sorted(registry.TFDS_NAMES)
     assert sorted(common.EMBEDDED_DATASETS) == by_source("digits")
+
+
+def test_binaries_take_mixers_and_alpha_from_the_registry():
+    from keras_amix import mixers
+
+    assert sorted(train_supervised.STATIC_METHODS) == mixers.available()
+    for name in train_supervised.STATIC_METHODS + train_selfsup.CROSS_VIEW_METHODS:
+        cls = mixers.get_class(name)
+        assert train_supervised.DEFAULT_ALPHA[name] == cls.default_alpha, name
+        if name in train_selfsup.CROSS_VIEW_METHODS:
+            assert train_selfsup.DEFAULT_ALPHA[name] == cls.default_alpha, name
+            assert not cls.requires_saliency and not cls.mixes_hidden, name
 
 
 def test_write_json_gives_the_usual_file_mode(tmp_path):

@@ -6,6 +6,7 @@ import pytest
 from keras import ops
 
 from keras_amix import mixers
+from keras_amix.mixers import names
 
 ALL = mixers.available()
 MODEL_FREE = [n for n in ALL if not mixers.get(n).requires_saliency]
@@ -28,15 +29,56 @@ def _np(x):
     return np.asarray(ops.convert_to_numpy(x))
 
 
+# The α grid of the paper's (and OpenMixup's) CIFAR search.
+ALPHA_GRID = (0.2, 0.5, 1.0, 2.0, 4.0)
+# The supervised defaults that grid search picked (AMix §4.1, OpenMixup's
+# CIFAR configs), written out here so that a changed table fails a test.
+PAPER_ALPHA = {"mixup": 1.0, "cutmix": 0.2, "saliencymix": 0.2, "fmix": 0.2,
+               "resizemix": 1.0, "puzzlemix": 1.0, "comixup": 2.0, "manifoldmix": 2.0}
+
+
 def test_registry():
-    assert ALL == sorted(
-        ["mixup", "cutmix", "saliencymix", "fmix", "resizemix", "puzzlemix", "comixup", "manifoldmix"]
-    )
+    assert ALL == sorted(names.DEFAULT_ALPHA)
     assert isinstance(mixers.get("MixUp"), mixers.MixUp)
+    assert mixers.get_class("CutMix") is mixers.CutMix
+    with pytest.raises(ValueError, match=r"Unknown mixer name='nomix'. Available mixers: \["):
+        mixers.get_class("nomix")
     m = mixers.get("cutmix", alpha=0.5)
     assert mixers.get(m) is m and m.alpha == 0.5
     with pytest.raises(ValueError, match="Available mixers"):
         mixers.get("nomix")
+
+
+def test_one_default_alpha_per_mixer():
+    # names.py (what the binaries read before Keras loads) is what the classes hold.
+    assert {n: mixers.get_class(n).default_alpha for n in ALL} == names.DEFAULT_ALPHA
+    assert names.DEFAULT_ALPHA == PAPER_ALPHA
+    for name in ALL:
+        default = mixers.get_class(name).default_alpha
+        assert default in ALPHA_GRID, (name, default)
+        assert mixers.get(name).alpha == default  # alpha=None: the class's default
+        assert mixers.get(name, alpha=None).get_config()["alpha"] == default
+        assert mixers.get(name, alpha=4.0).alpha == 4.0  # an explicit α wins
+    # ManifoldMix sets its own α, not MixUp's.
+    assert mixers.ManifoldMix.default_alpha == 2.0 != mixers.MixUp.default_alpha
+
+
+def test_cross_view_names_are_the_mixers_of_two_images():
+    image_only = tuple(n for n in names.DEFAULT_ALPHA
+                       if not mixers.get_class(n).requires_saliency
+                       and not mixers.get_class(n).mixes_hidden)
+    assert names.CROSS_VIEW == image_only
+
+
+def test_register_refuses_a_class_without_default_alpha():
+    class NoAlpha(mixers.Mixer):
+        pass
+
+    for alpha in (None, 0.0, True, "1"):
+        NoAlpha.default_alpha = alpha
+        with pytest.raises(ValueError, match=r"`default_alpha`.*NoAlpha.default_alpha="):
+            mixers.register("noalpha")(NoAlpha)
+    assert "noalpha" not in mixers.available()
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -154,8 +196,9 @@ def test_serialization_round_trip(name):
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        ({"alpha": 0.0}, "alpha"),
+        ({"alpha": 0.0}, r"`alpha` must be a number > 0; received alpha=0.0\."),
         ({"alpha": -1.0}, "alpha"),
+        ({"alpha": True}, r"received alpha=True"),
         ({"fixed_lam": 1.5}, "fixed_lam"),
         ({"fixed_lam": -0.1}, "fixed_lam"),
         ({"num_classes": 0}, "num_classes"),

@@ -1,0 +1,206 @@
+"""In-memory `.npz` data without TensorFlow: a reader and a `keras.utils.PyDataset`.
+
+The TF-free twin of `sources.load(<.npz>)` + `pipeline(...)` for machines
+without TensorFlow (e.g. a JAX GPU host). Same file layout, labels, statistics
+and CIFAR augmentation; the random draws come from NumPy, so the batches are
+not bit-identical to the tf.data pipeline's, but follow the same contract:
+pass `e` of a training run is a function of `(seed, e)` only, so a run resumed
+at epoch `e` sees the batches an uninterrupted one sees.
+
+Nothing here imports TensorFlow.
+"""
+
+import keras
+import numpy as np
+
+from keras_amix.data import registry
+
+AUGMENTS = (None, "none", "cifar")
+
+
+def load_npz(path):
+    """Reads an `.npz` data set: `({split: (images, labels)}, DatasetInfo)`.
+
+    Keys `x_<split>` / `y_<split>` (and `images` / `labels` as "train"), as
+    `keras_amix.data.load` reads them; `num_classes` from a `num_classes` or
+    `class_names` key, else 1 + the largest label. Images must be uint8
+    `(N, H, W)`, `(N, H, W, 1)` or `(N, H, W, 3)` (grey is repeated to RGB);
+    labels integers. The info carries ImageNet statistics, as
+    `keras_amix.data.info(<.npz>)` does.
+    """
+    with np.load(path, allow_pickle=False) as data:
+        contents = {key: data[key] for key in data.files}
+    pairs = {"train": ("images", "labels")} if "images" in contents else {}
+    pairs.update({key[2:]: (key, "y_" + key[2:]) for key in contents if key.startswith("x_")})
+    splits = {split: (contents[x], contents[y]) for split, (x, y) in pairs.items()
+              if y in contents}
+    if not splits:
+        raise ValueError(f"The .npz file {path!r} holds keys {sorted(contents)}; expected "
+                         "x_<split>/y_<split> pairs or images/labels.")
+    for split, (images, labels) in splits.items():
+        where = f"split {split!r} of {path!r}"
+        if images.dtype != np.uint8 or images.ndim not in (3, 4) or (
+                images.ndim == 4 and images.shape[-1] not in (1, 3)):
+            raise ValueError(f"Images of {where} must be uint8 (N, H, W[, 1 or 3]) for the "
+                             f"NumPy input; received {images.dtype} {images.shape}. Use "
+                             "--input=tfdata (TensorFlow) for other images.")
+        if not np.issubdtype(labels.dtype, np.integer) or labels.shape != images.shape[:1]:
+            raise ValueError(f"Labels of {where} must be {len(images)} integers; received "
+                             f"{labels.dtype} {labels.shape}.")
+        images = images if images.ndim == 4 else images[..., None]
+        splits[split] = (np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images,
+                         labels.astype(np.int64))
+    if "num_classes" in contents:
+        num_classes = int(contents["num_classes"])
+    elif "class_names" in contents:
+        num_classes = len(contents["class_names"])
+    else:
+        num_classes = 1 + max(int(labels.max(initial=-1)) for _, labels in splits.values())
+    sizes = {images.shape[1:3] for images, _ in splits.values()}
+    info = registry.DatasetInfo(
+        name=path, num_classes=num_classes, image_size=sizes.pop() if len(sizes) == 1 else None,
+        channels=3, mean=registry.IMAGENET_MEAN, std=registry.IMAGENET_STD,
+        splits=tuple(splits),
+        num_examples={split: len(labels) for split, (_, labels) in splits.items()},
+        augment="cifar", source="npz")
+    return splits, info
+
+
+def first_per_class(labels, limit):
+    """Indices of the first `limit` samples of each class, in file order."""
+    rank = np.zeros(len(labels), np.int64)
+    for label in np.unique(labels):
+        where = np.flatnonzero(labels == label)
+        rank[where] = np.arange(len(where))
+    return np.flatnonzero(rank < limit)
+
+
+def cifar_augment(images, rng):
+    """Random crop after REFLECT padding of `H // 8` pixels (at least 1) per
+    side, then a horizontal flip with probability 1/2; one draw per image
+    (`keras_amix.data.augment.reflect_pad_crop` + `random_flip` in NumPy)."""
+    n, height, width, _ = images.shape
+    pad = max(1, height // 8)
+    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    top, left = rng.integers(0, 2 * pad + 1, (2, n))
+    rows = top[:, None, None] + np.arange(height)[None, :, None]
+    cols = left[:, None, None] + np.arange(width)[None, None, :]
+    images = padded[np.arange(n)[:, None, None], rows, cols]
+    flip = rng.random(n) < 0.5
+    return np.where(flip[:, None, None, None], images[:, :, ::-1], images)
+
+
+class ArrayBatches(keras.utils.PyDataset):
+    """Batches of in-memory uint8 images: `(images float32 NHWC, one-hot float32)`.
+
+    Images are `(x / 255 - mean) / std` (a None `mean` / `std` skips that
+    part), as `keras_amix.data.pipeline` makes them. With `training=True`,
+    each pass is shuffled and, with `augment="cifar"`, cropped and flipped
+    (`cifar_augment`); the last partial batch is dropped unless
+    `drop_remainder=False`.
+
+    Like `pipeline(..., epochs=N, initial_epoch=e)`, the data set holds the
+    passes `initial_epoch..epochs - 1` back to back (`len` = passes x
+    `steps_per_epoch`): pass `e`'s order comes from
+    `np.random.default_rng([seed, e])` and batch `i`'s augmentation from
+    `default_rng([seed, e, i])`, so any batch is a function of
+    `(seed, epoch, i)` only. Fit it with `model.fit(ds, epochs=epochs,
+    initial_epoch=e, steps_per_epoch=ds.steps_per_epoch, shuffle=False)`:
+    Keras' default `shuffle=True` would permute the batches of all passes.
+    Evaluation (`training=False`) is one pass in file order.
+
+    Args:
+        images: uint8 array `(N, H, W, C)`.
+        labels: int array `(N,)` in `[0, num_classes)`.
+        batch_size: images per batch.
+        num_classes: depth of the one-hot labels.
+        training: shuffle and augment if True.
+        augment: "cifar", or "none" / None.
+        image_size: None, or the size the images must have (an int or
+            `(h, w)`; nothing is resized).
+        mean, std: per-channel statistics in [0, 1] units, or None.
+        seed: int seed of the order and augmentation.
+        epochs, initial_epoch: the passes held when training.
+        drop_remainder: default True when training, False otherwise.
+        **kwargs: `keras.utils.PyDataset`'s (`workers`, ...).
+
+    Example:
+
+    ```python
+    splits, info = load_npz("cifar10.npz")
+    train = ArrayBatches(*splits["train"], batch_size=100, num_classes=10,
+                         training=True, augment="cifar", mean=info.mean,
+                         std=info.std, seed=0, epochs=800)
+    model.fit(train, epochs=800, steps_per_epoch=train.steps_per_epoch, shuffle=False)
+    ```
+    """
+
+    def __init__(self, images, labels, *, batch_size, num_classes, training, augment=None,
+                 image_size=None, mean=None, std=None, seed=0, epochs=1, initial_epoch=0,
+                 drop_remainder=None, **kwargs):
+        super().__init__(**kwargs)
+        images, labels = np.asarray(images), np.asarray(labels)
+        if images.dtype != np.uint8 or images.ndim != 4:
+            raise ValueError(f"`images` must be uint8 (N, H, W, C); received "
+                             f"{images.dtype} {images.shape}.")
+        if labels.shape != images.shape[:1] or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"`labels` must be {len(images)} integers; received "
+                             f"{labels.dtype} {labels.shape}.")
+        if augment not in AUGMENTS:
+            raise ValueError(f"`augment` must be one of {AUGMENTS} for in-memory arrays; "
+                             f"received augment={augment!r}.")
+        if isinstance(image_size, int):
+            image_size = (image_size, image_size)
+        if image_size is not None and tuple(image_size) != images.shape[1:3]:
+            raise ValueError(f"The images are {images.shape[1]}x{images.shape[2]} and "
+                             f"`image_size`={image_size} asks for another size: in-memory "
+                             "arrays are not resized; pass their own size.")
+        for name, value in (("batch_size", batch_size), ("num_classes", num_classes),
+                            ("epochs", epochs)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer; received {value!r}.")
+        if not isinstance(initial_epoch, int) or not 0 <= initial_epoch < epochs:
+            raise ValueError(f"`initial_epoch` must be an int in [0, epochs={epochs}); "
+                             f"received {initial_epoch!r}.")
+        bad = labels[(labels < 0) | (labels >= num_classes)]
+        if bad.size:
+            raise ValueError(f"Label out of range: labels must be in [0, {num_classes}); "
+                             f"received {np.unique(bad).tolist()[:10]}.")
+        self.images, self.labels = images, labels.astype(np.int64)
+        self.batch_size, self.num_classes, self.training = batch_size, num_classes, training
+        self.augment = None if augment == "none" else augment
+        self.mean = None if mean is None else np.asarray(mean, np.float32)
+        self.std = None if std is None else np.asarray(std, np.float32)
+        self.seed, self.epochs, self.initial_epoch = seed, epochs, initial_epoch
+        self.drop_remainder = training if drop_remainder is None else drop_remainder
+        n = len(images)
+        self.steps_per_epoch = n // batch_size if self.drop_remainder else -(-n // batch_size)
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"`batch_size`={batch_size} is larger than the {n} images with "
+                             "drop_remainder=True: not one batch fits.")
+        self._passes = epochs - initial_epoch if training else 1
+        self._order = {}  # epoch -> permutation (the latest pass only)
+
+    def __len__(self):
+        return self._passes * self.steps_per_epoch
+
+    def __getitem__(self, index):
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} of {len(self)}")
+        epoch = self.initial_epoch + index // self.steps_per_epoch
+        step = index % self.steps_per_epoch
+        rows = slice(step * self.batch_size, (step + 1) * self.batch_size)
+        if self.training:
+            if epoch not in self._order:
+                self._order = {epoch: np.random.default_rng([self.seed, epoch]).permutation(
+                    len(self.images))}
+            rows = self._order[epoch][rows]
+        images, labels = self.images[rows], self.labels[rows]
+        if self.training and self.augment == "cifar":
+            images = cifar_augment(images, np.random.default_rng([self.seed, epoch, step]))
+        images = images.astype(np.float32) / 255.0
+        if self.mean is not None:
+            images = images - self.mean
+        if self.std is not None:
+            images = images / self.std
+        return images, np.eye(self.num_classes, dtype=np.float32)[labels]
