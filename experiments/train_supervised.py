@@ -78,8 +78,10 @@ class Config:
     momentum_base: float = 0.999
     momentum_final: float = None  # None: 1.0 (paper) or 0.999999 (official)
     momentum_horizon: float = 0.02  # short runs: EMA horizon <= 2 % of the steps; 0: off
-    separate_mix_head: bool = True  # official: a clean head and a mix head, each with EMA
-    momentum_full_forward: bool = True  # official: θ_k's whole forward on the clean batch
+    # The official code's two heads and full momentum forward: off by default until the
+    # TF step with them is bit-reproducible under load (BUILD_NOTES 2026-12-02).
+    separate_mix_head: bool = False  # official: a clean head and a mix head, each with EMA
+    momentum_full_forward: bool = False  # official: θ_k's whole forward on the clean batch
     phi_lr: float = None  # None: the Mix Block shares the encoder's optimizer
     phi_min_lr: float = None  # None: phi_lr × min_lr / lr
     mix_block: tuple = ()  # "switch=value" overrides, e.g. ("attention=cross",)

@@ -63,12 +63,15 @@ class AMixClassifier(StepModel):
             momentum stays at its base value).
         clean_loss_weight: weight of the one-hot CE on the clean batch.
         bce_temperature: temperature of the "bce" similarities.
-        separate_mix_head: True (official code): two classifier heads, one
+        separate_mix_head: True (the official code; off by default until the
+            TF step with it is bit-reproducible under load, see BUILD_NOTES
+            2026-12-02): two classifier heads, one
             for the clean CE (`head`, the one evaluated and exported) and one
             for the mixup CE (`mix_head`), each with its EMA copy; φ trains
             through the EMA of the mix head. False: one head serves both
             losses and φ trains through its EMA copy.
-        momentum_full_forward: True (official code): the momentum encoder
+        momentum_full_forward: True (the official code; off by default, as
+            `separate_mix_head`): the momentum encoder
             runs its whole forward on the clean batch every step (its
             BatchNorm statistics after the Mix Block's stage see clean
             images too); False: it runs only up to `feature_stage`.
@@ -100,7 +103,7 @@ class AMixClassifier(StepModel):
     def __init__(self, backbone, num_classes, mix_block="amix", mix_block_kwargs=None,
                  alpha=2.0, feature_stage="stage3", mix_loss="ce",
                  momentum_schedule=None, total_steps=None, clean_loss_weight=1.0,
-                 bce_temperature=0.2, separate_mix_head=True, momentum_full_forward=True,
+                 bce_temperature=0.2, separate_mix_head=False, momentum_full_forward=False,
                  seed=None, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(num_classes, int) or num_classes < 2:

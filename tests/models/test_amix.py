@@ -101,7 +101,7 @@ def test_two_heads_each_get_only_their_own_loss():
     import tensorflow as tf
 
     x, y = _data(n=4)
-    model = _model("amix", mix_block_kwargs=dict(lam_adjust_prob=0.0))
+    model = _model("amix", mix_block_kwargs=dict(lam_adjust_prob=0.0), separate_mix_head=True)
     assert model.mix_head is not model.head
     assert model.momentum_mix_head is not model.momentum_head
     x, y = tf.constant(x), tf.constant(y)
@@ -131,7 +131,7 @@ def test_two_heads_each_get_only_their_own_loss():
 @pytest.mark.training
 def test_ema_covers_both_heads():
     x, y = _data(n=4)
-    model = _model(momentum_schedule=0.5)
+    model = _model(momentum_schedule=0.5, separate_mix_head=True)
     model.compile(optimizer=keras.optimizers.SGD(0.5))
     mix_k0 = _np(model.momentum_mix_head.kernel).copy()
     model.fit(x, y, batch_size=4, epochs=1, verbose=0)
