@@ -14,8 +14,10 @@ from absl import flags
 from benchmarks import common
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("methods", ["mocov2", "mixup", "imix", "unmix", "mochi"],
-                  "mocov2 | a cross-view mixer name | imix | unmix | mochi")
+flags.DEFINE_list("methods", ["mocov2", "mixup", "imix", "unmix", "mochi", "inter_intra",
+                             "amix_i", "amix_c"],
+                  "mocov2 | a cross-view mixer name | imix | unmix | mochi | inter_intra | "
+                  "amix_i | amix_c")
 flags.DEFINE_integer("batch_size", 128, "Batch size.")
 flags.DEFINE_integer("image_size", 32, "Image size.")
 flags.DEFINE_integer("width", 16, "ResNet-18 base width.")
@@ -31,8 +33,15 @@ def build(method):
     from keras_amix import backbones, models
 
     backbone = backbones.resnet(18, width=FLAGS.width, input_shape=(FLAGS.image_size,) * 2 + (3,))
-    model = models.MoCoV2(backbone, queue_size=FLAGS.queue_size,
-                          mixer=None if method == "mocov2" else method, seed=0)
+    clusters = dict(num_samples=FLAGS.batch_size, num_clusters=8)  # ODC over the one batch
+    if method in ("amix_i", "amix_c"):
+        variant = "instance" if method == "amix_i" else "cluster"
+        model = models.AMixSSL(backbone, variant=variant, queue_size=FLAGS.queue_size, seed=0,
+                               **(clusters if variant == "cluster" else {}))
+    else:
+        model = models.MoCoV2(backbone, queue_size=FLAGS.queue_size,
+                              mixer=None if method == "mocov2" else method, seed=0,
+                              **(clusters if method == "inter_intra" else {}))
     model.compile(optimizer=keras.optimizers.SGD(0.03, momentum=0.9))
     return model
 
@@ -44,7 +53,8 @@ def main(argv):
     rng = np.random.default_rng(0)
     shape = (FLAGS.batch_size, FLAGS.image_size, FLAGS.image_size, 3)
     x = {"view1": rng.normal(size=shape).astype("float32"),
-         "view2": rng.normal(size=shape).astype("float32")}
+         "view2": rng.normal(size=shape).astype("float32"),
+         "ids": np.arange(FLAGS.batch_size, dtype="int64")}  # read by the ODC methods only
     y = np.zeros((FLAGS.batch_size,), "int64")  # unused by the model
     models_ = {m: build(m) for m in FLAGS.methods}
     times = common.time_interleaved(

@@ -66,15 +66,21 @@ SHARED_FLAGS = {
                      "TensorFlow op determinism. Slower.",
 }
 
-def mixer_names():
-    """`keras_amix/mixers/names.py` as a dict (`DEFAULT_ALPHA`, `CROSS_VIEW`): the
-    registered mixers and their default α, read as a plain file, since importing
-    keras_amix imports Keras and the flags are checked before that."""
+def library_names(path):
+    """A plain-Python file of the package (e.g. "mixers/names.py") as a dict of its
+    globals, read without importing keras_amix (which imports Keras): the flags are
+    checked before Keras loads."""
     import importlib.util
     import runpy
 
     package = os.path.dirname(importlib.util.find_spec("keras_amix").origin)
-    return runpy.run_path(os.path.join(package, "mixers", "names.py"))
+    return runpy.run_path(os.path.join(package, *path.split("/")))
+
+
+def mixer_names():
+    """`keras_amix/mixers/names.py` (`DEFAULT_ALPHA`, `CROSS_VIEW`): the registered
+    mixers and their default α."""
+    return library_names("mixers/names.py")
 
 
 # Names the library defines, kept here so that flags are checked before Keras
@@ -366,11 +372,14 @@ def make_strategy(name):
     return None
 
 
-def load_split(cfg, info, split, per_class=None, max_examples=None, count=True):
+def load_split(cfg, info, split, per_class=None, max_examples=None, count=True,
+               with_ids=False):
     """(raw dataset, number of examples or None) of one split of `cfg.dataset`.
 
     `per_class` keeps the first N images of each class (class-balanced);
     TFDS sources, which cannot filter by class, take N x classes instead.
+    `with_ids` yields `(image, label, id)` with ids 0..n-1 over the examples
+    kept (what a memory bank over the training set indexes).
     """
     from keras_amix import data as data_lib
 
@@ -384,6 +393,8 @@ def load_split(cfg, info, split, per_class=None, max_examples=None, count=True):
                        **kwargs)
     if max_examples:
         ds = ds.take(max_examples)
+    if with_ids:
+        ds = ds.enumerate().map(lambda i, element: (element[0], element[1], i))
     if not count:
         return ds, None
     n = int(ds.cardinality())

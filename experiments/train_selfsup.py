@@ -6,6 +6,10 @@ r"""Self-supervised MoCo v2 training with an instance-level mixup method.
     mixup | cutmix | saliencymix | fmix | resizemix
                                 the cross-view pipeline: eq. 2 + the mixup infoNCE of eq. 4
     imix | unmix | mochi        i-Mix, Un-Mix, MoCHi
+    inter_intra                 Inter-Intra (C): MixUp within an ODC cluster, CutMix across
+    amix_i | amix_c             AMix-I / AMix-C: the cross-view mixup learned by a Mix
+                                Block+ (keras_amix.models.AMixSSL); AMix-C trains it on
+                                ODC pseudo labels (--num_clusters, default 200)
 
 Labels are never read. Run with no flags, it trains on the embedded `digits`
 data set; everything goes into `--workdir` (default `runs/selfsup`):
@@ -41,11 +45,17 @@ from experiments import common
 # self-supervised runs use the mixers' own α.
 MIXERS = common.mixer_names()
 CROSS_VIEW_METHODS = MIXERS["CROSS_VIEW"]
-SSL_METHODS = ("imix", "unmix", "mochi")
-METHODS = ("mocov2",) + CROSS_VIEW_METHODS + SSL_METHODS
-# i-Mix and Un-Mix take α through `MoCoV2`'s mixer_kwargs (MoCHi has none).
+SSL_METHODS = ("imix", "unmix", "mochi", "inter_intra")
+# AMix-I / AMix-C, the AMixSSL variant each one is, and the Mix Block loss names.
+MIX_LOSS_NAMES = common.library_names("models/mix_loss_names.py")
+AMIX_METHODS = {"amix_i": "instance", "amix_c": "cluster"}
+METHODS = ("mocov2",) + CROSS_VIEW_METHODS + SSL_METHODS + tuple(AMIX_METHODS)
+# The methods that read ODC clusters (sample ids, a k-means start).
+CLUSTER_METHODS = ("amix_c", "inter_intra")
+# i-Mix and Un-Mix take α through `MoCoV2`'s mixer_kwargs (MoCHi has none);
+# AMix-I/C use the paper's α = 2 (§4.3, Fig. 5).
 DEFAULT_ALPHA = {**{name: MIXERS["DEFAULT_ALPHA"][name] for name in CROSS_VIEW_METHODS},
-                 "imix": 1.0, "unmix": 1.0}
+                 "imix": 1.0, "unmix": 1.0, "inter_intra": 1.0, "amix_i": 2.0, "amix_c": 2.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +90,8 @@ class Config:
     export: bool = True
     deterministic: bool = False  # TF_ENABLE_ONEDNN_OPTS=0 and TF op determinism
     export_embedding: str = "features"  # "features" (pooled backbone) or "projection"
+    mix_loss: str = None  # AMix-I/C: the Mix Block's loss (None: infonce+bce / ce+bce)
+    num_clusters: int = 200  # AMix-C: K of ODC
 
 
 # MoCo v2 settings (DESIGN §6, §10): SGD 0.03 per 256 images, momentum 0.9,
@@ -117,6 +129,11 @@ flags.DEFINE_float("key_momentum", Config.key_momentum, "EMA momentum of the key
 flags.DEFINE_enum("export_embedding", Config.export_embedding, ["features", "projection"],
                   "What the SavedModel serves, L2-normalised: pooled backbone features or the "
                   "MoCo projection.", allow_override=True)
+flags.DEFINE_string("mix_loss", None, "AMix-I/C: the Mix Block's loss, '+'-joined terms of "
+                    "infonce, infonce_pl, infonce_l, bce, ce, pbce, ce_l, pbce_l (paper Tables 1, "
+                    "7; default infonce+bce for amix_i, ce+bce for amix_c).", allow_override=True)
+flags.DEFINE_integer("num_clusters", Config.num_clusters, "AMix-C: number K of ODC clusters.",
+                     allow_override=True)
 flags.DEFINE_bool("smoke", False, "Tiny and fast: a few batches of small images, width 8.", allow_override=True)
 flags.DEFINE_string("workdir", "runs/selfsup", "Output folder (resumes if it holds a backup).", allow_override=True)
 
@@ -133,6 +150,8 @@ CHECKS = {
     "temperature": common.number(0, low_open=True),
     "key_momentum": common.number(0, 1),
     "export_embedding": common.choice(("features", "projection")),
+    "mix_loss": common.text(optional=True),
+    "num_clusters": common.number(2, integer=True),
     "workdir": common.text(),
 }
 common.register_checks(CHECKS)
@@ -147,13 +166,15 @@ def resolve_config():
     if FLAGS.smoke:
         smoke = dict(epochs=min(cfg.epochs, 2), batch_size=8, per_class_limit=4,
                      max_train_examples=None, image_size=min(cfg.image_size, 16),
-                     queue_size=32, hidden_dim=32, projection_dim=16)
+                     queue_size=32, hidden_dim=32, projection_dim=16, num_clusters=4)
         if not FLAGS["width"].present:
             smoke["width"] = 8
+        if cfg.method not in CLUSTER_METHODS:
+            smoke.pop("num_clusters")
         for name in ("epochs", "image_size", "batch_size", "queue_size", "hidden_dim",
-                     "projection_dim"):
+                     "projection_dim", "num_clusters"):
             if FLAGS[name].present:
-                smoke.pop(name)
+                smoke.pop(name, None)
         if not FLAGS["warmup_epochs"].present:  # a warm-up shorter than the smoke run
             smoke["warmup_epochs"] = min(cfg.warmup_epochs, smoke.get("epochs", cfg.epochs) - 1)
         cfg = dataclasses.replace(cfg, **smoke)
@@ -176,6 +197,19 @@ def validate(cfg):
             f"`--queue_size` must be >= `--batch_size` ({cfg.batch_size}); "
             f"received {cfg.queue_size}."
         )
+    if cfg.method not in CLUSTER_METHODS and cfg.num_clusters != Config.num_clusters:
+        raise ValueError("`--num_clusters` applies to --method=amix_c|inter_intra (ODC); "
+                         f"received --num_clusters={cfg.num_clusters} with "
+                         f"--method={cfg.method}.")
+    if cfg.method not in AMIX_METHODS:
+        if cfg.mix_loss is not None:
+            raise ValueError("`--mix_loss` applies to --method=amix_i|amix_c; received "
+                             f"--mix_loss={cfg.mix_loss} with --method={cfg.method}.")
+    else:
+        variant = AMIX_METHODS[cfg.method]
+        names = MIX_LOSS_NAMES
+        names["parse_mix_loss"](cfg.mix_loss or names["DEFAULT_MIX_LOSS"][variant], variant,
+                                num_classes=2)  # the "(L)" terms read the data set's labels
     if cfg.method != "mocov2" and cfg.batch_size < 2:
         raise ValueError(
             f"`--batch_size` must be >= 2 with a mixup method ({cfg.method!r}); "
@@ -183,19 +217,32 @@ def validate(cfg):
         )
 
 
-def build_model(cfg):
+def build_model(cfg, num_samples=None, num_classes=None):
+    """The model of `cfg`; AMix-C's ODC memory has `num_samples` rows, the
+    "(L)" Mix Block losses read `num_classes` labels."""
     from keras_amix import models
 
     backbone = common.build_backbone(cfg.backbone, cfg.width, cfg.stem, cfg.image_size)
+    moco = dict(projection_dim=cfg.projection_dim, hidden_dim=cfg.hidden_dim,
+                queue_size=cfg.queue_size, temperature=cfg.temperature,
+                momentum=cfg.key_momentum, mix_weight=cfg.mix_weight, seed=cfg.seed)
+    if cfg.method in AMIX_METHODS:
+        variant = AMIX_METHODS[cfg.method]
+        terms = MIX_LOSS_NAMES["parse_mix_loss"](
+            cfg.mix_loss or MIX_LOSS_NAMES["DEFAULT_MIX_LOSS"][variant], variant, 2)
+        reads_labels = any(t in MIX_LOSS_NAMES["_NEEDS_CLASSES"] for t in terms)
+        return models.AMixSSL(
+            backbone, variant=variant, alpha=cfg.alpha, mix_loss=cfg.mix_loss,
+            num_samples=num_samples if variant == "cluster" else None,
+            num_clusters=cfg.num_clusters, num_classes=num_classes if reads_labels else None,
+            **moco)
     mixer = None if cfg.method == "mocov2" else cfg.method
     mixer_kwargs = {}
     if cfg.method in DEFAULT_ALPHA:
         mixer_kwargs["alpha"] = cfg.alpha
-    return models.MoCoV2(
-        backbone, projection_dim=cfg.projection_dim, hidden_dim=cfg.hidden_dim,
-        queue_size=cfg.queue_size, temperature=cfg.temperature, momentum=cfg.key_momentum,
-        mixer=mixer, mixer_kwargs=mixer_kwargs, mix_weight=cfg.mix_weight, seed=cfg.seed,
-    )
+    if cfg.method in CLUSTER_METHODS:
+        moco.update(num_samples=num_samples, num_clusters=cfg.num_clusters)
+    return models.MoCoV2(backbone, mixer=mixer, mixer_kwargs=mixer_kwargs, **moco)
 
 
 def train_dataset(cfg, initial_epoch=0):
@@ -204,13 +251,30 @@ def train_dataset(cfg, initial_epoch=0):
     from keras_amix import data as data_lib
 
     info = data_lib.info(cfg.dataset, data_dir=cfg.data_dir)
+    with_ids = cfg.method in CLUSTER_METHODS  # ODC keeps a memory row per sample id
     raw, n_train = common.load_split(cfg, info, cfg.train_split, cfg.per_class_limit,
-                                     cfg.max_train_examples)
+                                     cfg.max_train_examples, with_ids=with_ids)
     steps = common.steps_per_epoch(cfg, n_train)
     ds = data_lib.two_view_pipeline(raw, batch_size=cfg.batch_size, image_size=cfg.image_size,
                                     mean=info.mean, std=info.std, seed=cfg.seed, cache=True,
-                                    **common.pass_epochs(cfg, initial_epoch))
-    return ds, info, steps
+                                    with_ids=with_ids, **common.pass_epochs(cfg, initial_epoch))
+    first_pass = None
+    if with_ids:  # the k-means start of ODC: every training image once, centre view
+        first_pass = data_lib.pipeline(raw, batch_size=cfg.batch_size,
+                                       num_classes=info.num_classes, training=False,
+                                       image_size=cfg.image_size, mean=info.mean,
+                                       std=info.std, one_hot=False)
+    return ds, info, steps, n_train, first_pass
+
+
+class _FirstPass:
+    """(images, ids) batches of the first-pass pipeline, re-iterable."""
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __iter__(self):
+        return ((batch["images"], batch["ids"]) for batch, _ in self.ds)
 
 
 def train(cfg, workdir, extra_callbacks=()):
@@ -228,17 +292,28 @@ def train(cfg, workdir, extra_callbacks=()):
     os.makedirs(workdir, exist_ok=True)
     initial_epoch = common.start_run(workdir)
     strategy = common.make_strategy(cfg.strategy)
-    train_ds, info, steps = train_dataset(cfg, initial_epoch)
+    train_ds, info, steps, n_train, first_pass = train_dataset(cfg, initial_epoch)
+    with common.strategy_scope(strategy):
+        model = build_model(cfg, num_samples=n_train, num_classes=info.num_classes)
+        model.compile(optimizer=common.cosine_sgd(cfg, cfg.lr, steps))
+    # After the model is built: a bad combination (e.g. K > the data set) fails first.
     common.write_json(
         os.path.join(workdir, "config.json"),
         dict(dataclasses.asdict(cfg), backend=keras.backend.backend(), steps_per_epoch=steps,
              mean=info.mean, std=info.std),
     )
-    with common.strategy_scope(strategy):
-        model = build_model(cfg)
-        model.compile(optimizer=common.cosine_sgd(cfg, cfg.lr, steps))
     timer = EpochTimer()
-    callbacks = common.run_callbacks(workdir, timer, *extra_callbacks)
+    odc = []
+    if first_pass is not None:
+        from keras_amix.models import ODCCallback
+        from keras_amix.training.callbacks import InitializeClusters
+
+        odc = [ODCCallback(model.odc)]
+    callbacks = common.run_callbacks(workdir, timer, *odc, *extra_callbacks)
+    if first_pass is not None:
+        # After the backup's restore (a resumed run keeps its clusters): k-means
+        # on the first pass, if the memory is still empty.
+        callbacks.append(InitializeClusters(_FirstPass(first_pass)))
     model.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps, initial_epoch=initial_epoch,
               callbacks=callbacks, verbose=2, shuffle=False)  # tf.data shuffles
     metrics = dict(

@@ -29,10 +29,14 @@ def _check_temperature(temperature):
         raise ValueError(f"`temperature` must be > 0; received temperature={temperature!r}.")
 
 
-def _nce(q, k_pos, queue, temperature):
-    """(K+1)-way CE with the positive logit at index 0; inputs already normalised."""
+def _nce(q, k_pos, queue, temperature, negative_mask=None):
+    """(K+1)-way CE with the positive logit at index 0; inputs already normalised.
+    `negative_mask` (B, K) bool keeps the negatives where True."""
     pos = ops.sum(q * k_pos, axis=-1, keepdims=True)  # (B, 1)
     neg = ops.matmul(q, ops.transpose(queue))  # (B, K)
+    if negative_mask is not None:
+        # exp(-1e9 / t) is exactly 0 in float32: a dropped negative adds nothing.
+        neg = ops.where(negative_mask, neg, -1e9)
     logits = ops.concatenate([pos, neg], axis=-1) / temperature
     return ops.logsumexp(logits, axis=-1) - logits[:, 0]
 
@@ -59,10 +63,15 @@ def info_nce(q, k_pos, queue, temperature=0.2, normalize=True):
     return _nce(q, k_pos, queue, temperature)
 
 
-def mixup_info_nce(q_mix, k_a, k_b, queue, lam, temperature=0.2, normalize=True):
+def mixup_info_nce(q_mix, k_a, k_b, queue, lam, temperature=0.2, normalize=True,
+                   negative_mask=None):
     """Mixup infoNCE (paper eq. 4): ``lam NCE(q_mix, k_a) + (1 - lam) NCE(q_mix, k_b)``.
 
     Each term is the (K+1)-way infoNCE of `info_nce` against the same queue.
+    With ``negative_mask`` ((B, K) bool) only the queue's keys where it is
+    True are negatives of sample b: the label-filtered "infoNCE (L)" and
+    "infoNCE (PL)" of the paper's Table 1, which drop the negatives that
+    share a (pseudo) label with either source.
 
     Args:
         q_mix: ``(B, d)`` embeddings of the mixed images.
@@ -80,8 +89,8 @@ def mixup_info_nce(q_mix, k_a, k_b, queue, lam, temperature=0.2, normalize=True)
     k_b = _l2_normalize(k_b, normalize)
     queue = _l2_normalize(queue, normalize)
     lam = _lam_vector(lam)
-    return lam * _nce(q_mix, k_a, queue, temperature) + (1.0 - lam) * _nce(
-        q_mix, k_b, queue, temperature
+    return lam * _nce(q_mix, k_a, queue, temperature, negative_mask) + (1.0 - lam) * _nce(
+        q_mix, k_b, queue, temperature, negative_mask
     )
 
 

@@ -1,5 +1,9 @@
-"""Trainable models: static-mixup classifier, AutoMix / AMix classifier, MoCo v2."""
+"""Trainable models: static-mixup classifier, AutoMix / AMix classifier, MoCo v2,
+AMix-I / AMix-C, and the ODC memory they cluster with."""
 
 from keras_amix.models.amix import AMixClassifier
+from keras_amix.models.amix_ssl import AMixSSL
 from keras_amix.models.classifier import MixupClassifier
 from keras_amix.models.moco import MoCoV2
+from keras_amix.models.odc import ODCCallback
+from keras_amix.models.odc import ODCMemory

@@ -9,12 +9,16 @@ from keras_amix import losses as losses_lib
 from keras_amix import mixers as mixers_lib
 from keras_amix.backbones import feature_channels
 from keras_amix.mixers.base import sample_lambda
+from keras_amix.mixers.primitives import mix_images
+from keras_amix.models.odc import ODCMemory, all_gather
 from keras_amix.training.step import StepModel, ema_update
 
 _BACKEND = keras.backend.backend()
 
 # Mixing methods implemented by the model itself (not class-level mixers).
-SSL_METHODS = ("imix", "unmix", "mochi")
+SSL_METHODS = ("imix", "unmix", "mochi", "inter_intra")
+# Methods that read ODC cluster labels (need `num_samples` and sample ids).
+CLUSTER_METHODS = ("inter_intra",)
 _MOCHI_DEFAULTS = {"num_hard": 1024, "num_mix": 1024, "num_query_mix": 256}
 
 
@@ -27,18 +31,6 @@ def _cross_entropy_at(logits, index):
     """-log softmax(logits)[b, index[b]] for (B, N) logits and (B,) int index."""
     picked = ops.take_along_axis(logits, ops.reshape(index, (-1, 1)), axis=1)[:, 0]
     return ops.logsumexp(logits, axis=-1) - picked
-
-
-def _all_gather_keys(keys):
-    """Concatenates the keys of all replicas (TF MirroredStrategy), else identity."""
-    if _BACKEND != "tensorflow":
-        return keys
-    import tensorflow as tf
-
-    ctx = tf.distribute.get_replica_context()
-    if ctx is None or ctx.num_replicas_in_sync <= 1:
-        return keys
-    return ctx.all_gather(keys, axis=0)
 
 
 @keras.saving.register_keras_serializable(package="keras_amix")
@@ -70,6 +62,11 @@ class MoCoV2(StepModel):
     * `"unmix"` (Un-Mix): view 1 mixed with the reversed batch, by MixUp and
       by CutMix; loss = eq. 2 + `mix_weight` · mean of the two eq.-4 terms
       with positives (k_i, k_reversed(i)) of view 2.
+    * `"inter_intra"` (Inter-Intra (C), paper Table 4, Fig. 2c): the
+      cross-view pipeline with MixUp for the pairs whose ODC clusters agree
+      and CutMix for the others (both with `mixer_kwargs["alpha"]`, default
+      1); loss = eq. 2 + `mix_weight` · eq. 4 with each pair's λ (the CutMix
+      box area for CutMix pairs). Needs `num_samples` and `x["ids"]`.
     * `"mochi"` (MoCHi): per query, the `num_hard` hardest queue negatives;
       `num_mix` synthetic negatives mix random pairs of them (weight
       α ~ U(0, 1)), `num_query_mix` mix the query with one of them (query
@@ -92,6 +89,13 @@ class MoCoV2(StepModel):
             (e.g. `{"alpha": 1.0}`), or the MoCHi sizes.
         mix_weight: float >= 0, weight of the mixup term.
         seed: int seed of the queue initialisation, λ, pairings and MoCHi.
+        num_samples: int or None; given, the model keeps an ODC memory
+            (`self.odc`, `keras_amix.models.ODCMemory`) of the key
+            embeddings of the `num_samples` training images, updated at
+            `x["ids"]` each step (required by "inter_intra").
+        num_clusters: int, K of the ODC memory (200).
+        odc_kwargs: more `ODCMemory` arguments (`momentum`,
+            `min_cluster_size`).
 
     Call arguments:
         images: (B, H, W, C) normalised images.
@@ -120,7 +124,8 @@ class MoCoV2(StepModel):
 
     def __init__(self, backbone, projection_dim=128, hidden_dim=2048, queue_size=65536,
                  temperature=0.2, momentum=0.999, mixer=None, mixer_kwargs=None,
-                 mix_weight=1.0, seed=None, **kwargs):
+                 mix_weight=1.0, seed=None, num_samples=None, num_clusters=200,
+                 odc_kwargs=None, **kwargs):
         super().__init__(**kwargs)
         for arg, value in (("projection_dim", projection_dim), ("hidden_dim", hidden_dim),
                            ("queue_size", queue_size)):
@@ -173,7 +178,7 @@ class MoCoV2(StepModel):
                     raise ValueError(
                         f"`mixer_kwargs['alpha']` must be > 0; received {self._ssl_alpha!r}."
                     )
-                if self.mixer == "unmix":
+                if self.mixer in ("unmix", "inter_intra"):
                     self._cutmix = mixers_lib.get("cutmix", alpha=self._ssl_alpha,
                                                   seed=self.seed_generator)
         elif mixer is not None:
@@ -233,6 +238,20 @@ class MoCoV2(StepModel):
             if q.trainable
         ]
 
+        # ------------------------------------------------------------- ODC
+        if self.mixer in CLUSTER_METHODS and num_samples is None:
+            raise ValueError(
+                f"mixer={self.mixer!r} mixes by ODC cluster: pass `num_samples` (the "
+                "training set's size, the memory's rows); received num_samples=None."
+            )
+        self.num_samples = None if num_samples is None else int(num_samples)
+        self.num_clusters = int(num_clusters)
+        self.odc_kwargs = dict(odc_kwargs or {})
+        self.odc = None
+        if num_samples is not None:
+            self.odc = ODCMemory(num_samples, self.projection_dim, num_clusters, seed=seed,
+                                 name="odc", **self.odc_kwargs)
+
         # ----------------------------------------------------------- queue
         # "only_first_replica": under MirroredStrategy every replica writes the
         # same all-gathered keys; the first replica's value is kept.
@@ -247,6 +266,8 @@ class MoCoV2(StepModel):
         self.built = True
         for name in ("loss", "loss_nce", "loss_mix"):
             self.add_tracker(keras.metrics.Mean(name=name))
+        if self.odc is not None:
+            self.add_tracker(keras.metrics.Mean(name="odc_change_ratio"))
 
     # ------------------------------------------------------------ forward
     def encoder_features(self, images, training=False):
@@ -293,20 +314,25 @@ class MoCoV2(StepModel):
             )
         return view1, view2
 
+    def _check_queue_fits(self, view1):
+        """The global batch must fit in the queue (checked at trace time)."""
+        batch = None if view1 is None else view1.shape[0]
+        if batch is None:
+            return
+        replicas = 1
+        if _BACKEND == "tensorflow":
+            import tensorflow as tf  # the replica count of a tf.distribute strategy
+
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if batch * replicas > self.queue_size:
+            raise ValueError(
+                f"`queue_size` must be >= the global batch size {batch * replicas}; "
+                f"received queue_size={self.queue_size}."
+            )
+
     def compute_train_loss(self, x, y=None):
         view1, _ = self._views(x)
-        batch = view1.shape[0]
-        if batch is not None:
-            replicas = 1
-            if _BACKEND == "tensorflow":
-                import tensorflow as tf
-
-                replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            if batch * replicas > self.queue_size:
-                raise ValueError(
-                    f"`queue_size` must be >= the global batch size {batch * replicas}; "
-                    f"received queue_size={self.queue_size}."
-                )
+        self._check_queue_fits(view1)
         terms = self.compute_losses(x)
         loss = terms["nce"] + self.mix_weight * terms["mix"]
         self.track("loss", loss)
@@ -314,7 +340,60 @@ class MoCoV2(StepModel):
         self.track("loss_mix", terms["mix"])
         # Enqueue after the loss has read the queue (MoCo's dequeue-and-enqueue).
         self.enqueue(terms["keys"])
+        self.update_clusters(x, terms["keys"])
         return loss
+
+    # ---------------------------------------------------------- clusters
+    def _check_ids(self, x):
+        if self.odc is not None and "ids" not in x:
+            raise ValueError(
+                "The ODC memory is indexed by sample id: the inputs need an 'ids' entry "
+                "(keras_amix.data.load(..., with_ids=True) and two_view_pipeline(..., "
+                f"with_ids=True)); received keys {sorted(x)}."
+            )
+
+    def cluster_labels(self, x):
+        """ODC labels (B,) int32 of the batch's samples, as the memory holds them."""
+        ids = ops.cast(ops.reshape(x["ids"], (-1,)), "int32")
+        return ops.take(ops.convert_to_tensor(self.odc.labels), ids, axis=0)
+
+    def update_clusters(self, x, keys):
+        """ODC's memory update with the (all-gathered) view-2 keys at the batch's ids."""
+        if self.odc is None:
+            return
+        ids = ops.cast(all_gather(ops.reshape(x["ids"], (-1,))), "int32")
+        update = self.odc.update(ids, all_gather(ops.stop_gradient(keys)))
+        self.track("odc_change_ratio", update["change_ratio"])
+
+    def initialize_clusters(self, batches):
+        """ODC's start: embeds every training sample with θ_k and runs k-means.
+
+        `batches` yields `(images, ids)` (e.g. the centre view of every
+        training image, from `keras_amix.data.load(..., with_ids=True)`);
+        every id in [0, num_samples) must appear. Returns False, doing
+        nothing, if the memory is already initialised (a resumed run).
+        """
+        import numpy as np
+
+        if self.odc is None:
+            raise ValueError("initialize_clusters() needs an ODC memory: build the model "
+                             "with `num_samples`.")
+        if int(ops.convert_to_numpy(self.odc.initialized)):
+            return False
+        features = np.zeros((self.num_samples, self.projection_dim), "float32")
+        seen = np.zeros((self.num_samples,), bool)
+        for images, ids in batches:
+            ids = np.asarray(ops.convert_to_numpy(ids)).reshape(-1).astype("int64")
+            if ids.size and (ids.min() < 0 or ids.max() >= self.num_samples):
+                raise ValueError(f"Sample ids must lie in [0, {self.num_samples}); received "
+                                 f"ids from {ids.min()} to {ids.max()}.")
+            features[ids] = ops.convert_to_numpy(self.key_embedding(images, training=False))
+            seen[ids] = True
+        if not seen.all():
+            raise ValueError(f"initialize_clusters() saw {int(seen.sum())} of the "
+                             f"{self.num_samples} sample ids; every id must appear once.")
+        self.odc.initialize(features)
+        return True
 
     def compute_losses(self, x, mix_params=None):
         """The loss terms of one step for the two views `x`; no queue update.
@@ -328,6 +407,7 @@ class MoCoV2(StepModel):
         CutMix first image, "cutmix_lam" (B,)}.
         """
         view1, view2 = self._views(x)
+        self._check_ids(x)
         queue = ops.stop_gradient(ops.convert_to_tensor(self.queue))
         k2 = self.key_embedding(view2, training=True)
         zero = ops.zeros((), "float32")
@@ -346,7 +426,29 @@ class MoCoV2(StepModel):
             mix = self._cross_view_loss(view1, view2, k2, queue, mix_params)
         elif self.mixer == "unmix":
             mix = self._unmix_loss(view1, k2, queue, mix_params)
+        elif self.mixer == "inter_intra":
+            mix = self._inter_intra_loss(view1, view2, k2, queue, self.cluster_labels(x),
+                                         mix_params)
         return {"nce": nce, "mix": mix, "keys": k2}
+
+    def _inter_intra_loss(self, view1, view2, k2, queue, clusters, params):
+        """Cross-view eq. 4 with MixUp inside a cluster and CutMix across clusters."""
+        if params is None:
+            cut = self._cutmix.sample_params(view1)
+            params = {"lam": sample_lambda(self.seed_generator, self._ssl_alpha, ()),
+                      "perm": cut["perm"], "mask": cut["mask"], "cutmix_lam": cut["lam"]}
+        perm = params["perm"]
+        same = ops.equal(clusters, ops.take(clusters, perm, axis=0))
+        lam_mix = ops.cast(params["lam"], "float32")
+        weight = ops.where(same[:, None, None, None], lam_mix,
+                           ops.cast(params["mask"], "float32"))
+        lam = ops.where(same, lam_mix, ops.cast(params["cutmix_lam"], "float32"))
+        x_mix = mix_images(view1, ops.take(view2, perm, axis=0), weight)
+        q_mix = self.query_embedding(x_mix, training=True)
+        k1 = self.key_embedding(view1, training=True)
+        return ops.mean(losses_lib.mixup_info_nce(
+            q_mix, k2, ops.take(k1, perm, axis=0), queue, lam, self.temperature,
+            normalize=False))
 
     def _cross_view_loss(self, view1, view2, k2, queue, params):
         if params is None:
@@ -439,7 +541,7 @@ class MoCoV2(StepModel):
     # ------------------------------------------------------------- queue
     def enqueue(self, keys):
         """Writes `keys` (all replicas' under MirroredStrategy) at `queue_ptr`, modulo K."""
-        keys = ops.cast(_all_gather_keys(ops.stop_gradient(keys)), self.queue.dtype)
+        keys = ops.cast(all_gather(ops.stop_gradient(keys)), self.queue.dtype)
         count = ops.shape(keys)[0]
         ptr = ops.convert_to_tensor(self.queue_ptr)
         rows = ops.mod(ptr + ops.arange(count, dtype="int32"), self.queue_size)
@@ -475,5 +577,8 @@ class MoCoV2(StepModel):
             mixer_kwargs=self.mixer_kwargs,
             mix_weight=self.mix_weight,
             seed=self.seed,
+            num_samples=self.num_samples,
+            num_clusters=self.num_clusters,
+            odc_kwargs=self.odc_kwargs,
         )
         return config

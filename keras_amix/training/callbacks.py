@@ -508,3 +508,28 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         for name in os.listdir(self.backup_dir):
             if name != BACKUP_METADATA and name != keep:
                 os.remove(os.path.join(self.backup_dir, name))
+
+
+class InitializeClusters(keras.callbacks.Callback):
+    """Runs `model.initialize_clusters(batches)` when `fit` begins.
+
+    Place it after `keras.callbacks.BackupAndRestore` in the callback list:
+    the backup's restore runs first, so a resumed run keeps the clusters it
+    had and the k-means start runs only on a fresh memory. `batches` is an
+    iterable of `(images, ids)` over the whole training set (e.g. the centre
+    view of every image), re-iterated only if the memory is empty.
+
+    Example:
+
+    ```python
+    model.fit(ds, callbacks=[backup, InitializeClusters(first_pass)])
+    ```
+    """
+
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+
+    def on_train_begin(self, logs=None):
+        if self.model.initialize_clusters(self.batches):
+            print("ODC: clusters initialised by k-means on the first pass.")

@@ -84,6 +84,33 @@ def test_pretrain_on_jax(tmp_path):
 
 
 @pytest.mark.backend_independent
+def test_amix_c_smoke_clusters_and_linear_eval(tmp_path):
+    """AMix-C through the binary: ODC's k-means start, its change ratio logged,
+    the mask std logged, and linear evaluation of the encoder it wrote."""
+    workdir = str(tmp_path / "amix_c")
+    proc = _run("experiments.train_selfsup", ["--smoke", "--method=amix_c", "--epochs=1",
+                                              "--export=false", f"--workdir={workdir}"])
+    assert "k-means" in proc.stdout
+    metrics = json.load(open(os.path.join(workdir, "metrics.json")))
+    for name in ("loss_phi", "mask_std", "odc_change_ratio", "loss_head"):
+        assert np.isfinite(metrics["history"][name][-1]), name
+    config = json.load(open(os.path.join(workdir, "config.json")))
+    assert config["alpha"] == 2.0 and config["num_clusters"] == 4
+    _run("experiments.linear_eval", ["--smoke", f"--encoder={workdir}/encoder.keras",
+                                     f"--workdir={tmp_path / 'linear'}"])
+
+
+def test_amix_i_and_inter_intra_train_on_jax(tmp_path):
+    for method in ("amix_i", "inter_intra"):
+        workdir = str(tmp_path / method)
+        _run("experiments.train_selfsup", ["--smoke", f"--method={method}", "--epochs=1",
+                                           "--export=false", f"--workdir={workdir}"],
+             backend="jax")
+        metrics = json.load(open(os.path.join(workdir, "metrics.json")))
+        assert np.isfinite(metrics["history"]["loss_mix"][-1]), method
+
+
+@pytest.mark.backend_independent
 def test_bad_flags_fail_before_training(tmp_path):
     proc = _run("experiments.train_selfsup", ["--method=puzzlemix", f"--workdir={tmp_path}"],
                 check=False)
@@ -104,6 +131,11 @@ def test_bad_flags_fail_before_training(tmp_path):
     (dict(alpha=0.0), "--alpha"),
     (dict(method="mixup", batch_size=1, queue_size=8), "--batch_size"),
     (dict(export_embedding="logits"), "--export_embedding"),
+    (dict(method="amix_i", mix_loss="ce+bce"), "variant='cluster'"),
+    (dict(method="amix_c", mix_loss="ce+nope"), "mix_loss"),
+    (dict(method="mixup", mix_loss="bce"), "--mix_loss"),
+    (dict(method="mixup", num_clusters=10), "--num_clusters"),
+    (dict(method="amix_c", num_clusters=1), "--num_clusters"),
 ])
 def test_validate_rejects_bad_configs(changes, match):
     cfg = dataclasses.replace(tss.Config(), **changes)
@@ -117,6 +149,10 @@ def test_every_method_builds_the_matching_model():
                                   hidden_dim=8, projection_dim=4, queue_size=16, batch_size=8,
                                   alpha=tss.DEFAULT_ALPHA.get(method))
         tss.validate(cfg)
-        model = tss.build_model(cfg)
-        assert model.mixer == (None if method == "mocov2" else method)
+        model = tss.build_model(cfg, num_samples=256, num_classes=10)
+        if method in tss.AMIX_METHODS:
+            assert model.variant == tss.AMIX_METHODS[method] and model.mixer is None
+        else:
+            assert model.mixer == (None if method == "mocov2" else method)
+        assert (model.odc is not None) == (method in tss.CLUSTER_METHODS)
         assert model.queue_size == 16 and model.temperature == cfg.temperature

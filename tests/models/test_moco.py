@@ -409,3 +409,49 @@ def test_jax_data_parallel_queue_equals_single_device():
     # two virtual CPU devices stand in for two hosts' devices.
     result = _run_script(DATA_PARALLEL_SCRIPT, "jax")
     assert "DATA_PARALLEL_OK" in result.stdout, result.stderr[-3000:]
+
+
+def test_inter_intra_mixes_up_within_a_cluster_and_cuts_across():
+    """Inter-Intra (C): pairs with equal ODC labels get MixUp (weight λ), the
+    others the CutMix box and λ = its area; eq. 4 with each pair's λ."""
+    from keras_amix import losses as losses_lib
+
+    model = _model(mixer="inter_intra", num_samples=4, num_clusters=2,
+                   odc_kwargs={"min_cluster_size": 1}, momentum=1.0)
+    model.odc.labels.assign(np.array([0, 0, 1, 1], "int32"))
+    x = _views()
+    x["ids"] = np.arange(4)
+    perm = np.array([1, 0, 3, 2], "int32")  # pairs (0,1) (2,3): same cluster ...
+    box = np.zeros((4, 8, 8, 1), "float32")
+    box[:, :4] = 1.0  # CutMix weight of image a: the top half
+    params = {"lam": np.float32(0.3), "perm": perm, "mask": box,
+              "cutmix_lam": np.full((4,), 0.5, "float32")}
+    clusters = np.array([0, 0, 1, 1], "int32")
+    k2 = model.key_embedding(x["view2"])
+    queue = keras.ops.convert_to_tensor(model.queue)
+    got = _np(model._inter_intra_loss(x["view1"], x["view2"], k2, queue, clusters, params))
+    v2p = x["view2"][perm]
+    k1p = _np(model.key_embedding(x["view1"]))[perm]
+    expected = np.mean(_np(losses_lib.mixup_info_nce(
+        model.query_embedding(0.3 * x["view1"] + 0.7 * v2p, training=True), k2, k1p, queue,
+        0.3, TAU, normalize=False)))
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+    # ... and across clusters (0,2) (1,3): CutMix with λ = 0.5.
+    perm = np.array([2, 3, 0, 1], "int32")
+    params["perm"] = perm
+    got = _np(model._inter_intra_loss(x["view1"], x["view2"], k2, queue, clusters, params))
+    mixed = box * x["view1"] + (1 - box) * x["view2"][perm]
+    k1p = _np(model.key_embedding(x["view1"]))[perm]
+    expected = np.mean(_np(losses_lib.mixup_info_nce(
+        model.query_embedding(mixed, training=True), k2, k1p, queue, 0.5, TAU,
+        normalize=False)))
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+
+
+def test_inter_intra_needs_num_samples_and_ids():
+    with pytest.raises(ValueError, match="num_samples"):
+        _model(mixer="inter_intra")
+    model = _model(mixer="inter_intra", num_samples=4, num_clusters=2,
+                   odc_kwargs={"min_cluster_size": 1})
+    with pytest.raises(ValueError, match="'ids'"):
+        model.compute_losses(_views())
