@@ -334,6 +334,19 @@ def write_text(path, text):
         raise
 
 
+def save_figure(fig, path, dpi=120):
+    """Writes the matplotlib `fig` to the PNG `path` through a temporary file (a kill
+    never leaves a half-written picture), then closes it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
 def write_json(path, payload):
     """Writes JSON atomically: a failure never leaves a half-written file."""
     write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str))

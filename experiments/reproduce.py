@@ -257,18 +257,6 @@ def write_results(suite_name, suite, runs, workdir, seeds):
 
 
 # -------------------------------------------------------------------- plots
-def _save_figure(fig, path):
-    """Writes `fig` to the PNG `path` through a temporary file, then closes it."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
-
-
 def plot_accuracy_vs_time(rows, path, title):
     import matplotlib
 
@@ -289,7 +277,7 @@ def plot_accuracy_vs_time(rows, path, title):
     ax.set_ylabel("median top-1 of the last 10 epochs (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    return _save_figure(fig, path)
+    return common.save_figure(fig, path)
 
 
 def _up_to_date(path, source):
@@ -328,7 +316,7 @@ def plot_mask_gallery(runs, path):
         ax.imshow(image)
         ax.set_axis_off()
         ax.set_title(label, fontsize=9)
-    return _save_figure(fig, path)
+    return common.save_figure(fig, path)
 
 
 # ------------------------------------------------------------------- runner

@@ -267,6 +267,54 @@ def train_dataset(cfg, initial_epoch=0):
     return ds, info, steps, n_train, first_pass
 
 
+def _draw_masks(cfg, workdir):
+    """The paper's Fig. 4 for AMix-I/C: the Mix Block's masks on fixed test pairs
+    (`masks.png` beside `model.keras`); returns the per-λ mask statistics."""
+    from experiments import visualize_amix
+
+    split = "test" if cfg.dataset in ("digits", "cifar10", "cifar100") or os.path.isdir(
+        os.path.join(str(cfg.dataset), "test")) else cfg.train_split
+    out, stats = visualize_amix.visualize(
+        os.path.join(workdir, "model.keras"), dataset=cfg.dataset, data_dir=cfg.data_dir,
+        split=split, out=os.path.join(workdir, "masks.png"))
+    for lam, values in stats["lams"].items():
+        print(f"masks at λ={lam}: mean {values['mask_mean']:.3f}, spatial std "
+              f"{values['mask_spatial_std']:.3f}")
+    print(f"mask picture: {out}")
+    return stats["lams"]
+
+
+def _odc_record(model, callback, workdir):
+    """Cluster sizes per epoch (this process's epochs) and a plot of them with the
+    label change ratio (`odc.png`); returns the sizes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    history = common.read_history(workdir)
+    sizes = [entry["cluster_sizes"] for entry in callback.history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    if sizes:
+        first = len(history.get("loss", [])) - len(sizes)  # a resumed run's first epoch
+        epochs = np.arange(first, first + len(sizes)) + 1
+        values = np.sort(np.asarray(sizes), axis=1)
+        for q, style in ((0, ":"), (25, "--"), (50, "-"), (75, "--"), (100, ":")):
+            left.plot(epochs, np.percentile(values, q, axis=1), style, color="C0",
+                      label=f"{q}th pct" if q in (0, 50, 100) else None)
+        left.legend(fontsize=7)
+    left.set(xlabel="epoch", ylabel="cluster size", title="ODC cluster sizes")
+    ratio = history.get("odc_change_ratio", [])
+    right.plot(np.arange(1, len(ratio) + 1), ratio, color="C1")
+    right.set(xlabel="epoch", ylabel="fraction relabelled", title="label change ratio")
+    common.save_figure(fig, os.path.join(workdir, "odc.png"))
+    print(f"ODC picture: {os.path.join(workdir, 'odc.png')}")
+    final = np.asarray(model.odc.cluster_sizes())
+    return dict(cluster_sizes_per_epoch=sizes, final_min=int(final.min()),
+                final_max=int(final.max()))
+
+
 class _FirstPass:
     """(images, ids) batches of the first-pass pipeline, re-iterable."""
 
@@ -303,13 +351,20 @@ def train(cfg, workdir, extra_callbacks=()):
              mean=info.mean, std=info.std),
     )
     timer = EpochTimer()
-    odc = []
+    extra, odc = [], []
+    if cfg.method in AMIX_METHODS:  # the masks in TensorBoard, each epoch
+        from keras_amix.training.callbacks import MixImageSummary
+
+        views = common.first_images(train_ds.map(lambda x, y: (x["view1"], y)), 8)
+        extra.append(MixImageSummary(os.path.join(workdir, "tensorboard", "masks"), views,
+                                     mean=info.mean, std=info.std, seed=cfg.seed))
     if first_pass is not None:
         from keras_amix.models import ODCCallback
         from keras_amix.training.callbacks import InitializeClusters
 
         odc = [ODCCallback(model.odc)]
-    callbacks = common.run_callbacks(workdir, timer, *odc, *extra_callbacks)
+    # ODC first: its epoch-end cluster sizes reach the TensorBoard and CSV logs.
+    callbacks = odc + common.run_callbacks(workdir, timer, *extra, *extra_callbacks)
     if first_pass is not None:
         # After the backup's restore (a resumed run keeps its clusters): k-means
         # on the first pass, if the memory is still empty.
@@ -332,6 +387,10 @@ def train(cfg, workdir, extra_callbacks=()):
             served, os.path.join(workdir, "export"), image_size=(cfg.image_size, cfg.image_size),
             mean=info.mean, std=info.std, output="embeddings", overwrite=True,
         )
+    if cfg.method in AMIX_METHODS:
+        metrics["masks"] = _draw_masks(cfg, workdir)
+    if model.odc is not None:
+        metrics["odc"] = _odc_record(model, odc[0], workdir)
     common.write_json(os.path.join(workdir, "metrics.json"), metrics)
     common.finish_run(workdir)
     last = metrics["history"].get("loss", [float("nan")])[-1]

@@ -1,10 +1,12 @@
 r"""Pictures of the masks a trained AutoMix / AMix Mix Block predicts (paper Fig. 4).
 
 Loads an `AMixClassifier` checkpoint (`model.keras` of
-`experiments/train_supervised.py --method=amix|automix`), takes `--pairs`
+`experiments/train_supervised.py --method=amix|automix`) or an `AMixSSL` one
+(`experiments/train_selfsup.py --method=amix_i|amix_c`), takes `--pairs`
 validation images, pairs each with another one (a fixed permutation without
-fixed points drawn from `--seed`) and, with the momentum encoder's stage
-features and the Mix Block in inference mode, draws one row per pair:
+fixed points drawn from `--seed`: the same pairs for every checkpoint) and,
+with the momentum (key) encoder's stage features and the Mix Block in
+inference mode, draws one row per pair:
 
     x_a | x_b | mask s_λ (grey, white = x_a) | mixed image | ... for each λ
 
@@ -60,10 +62,11 @@ def load_amix(checkpoint):
             f"`--checkpoint` must be an existing .keras file; received {checkpoint!r}."
         )
     model = keras.saving.load_model(checkpoint)
-    if not isinstance(model, models.AMixClassifier):
+    if not isinstance(model, (models.AMixClassifier, models.AMixSSL)):
         raise ValueError(
-            f"`--checkpoint` must hold an AMixClassifier (--method=amix or automix); "
-            f"{checkpoint!r} holds a {type(model).__name__}."
+            f"`--checkpoint` must hold an AMixClassifier (--method=amix or automix) or an "
+            f"AMixSSL (train_selfsup --method=amix_i or amix_c); {checkpoint!r} holds a "
+            f"{type(model).__name__}."
         )
     return model
 

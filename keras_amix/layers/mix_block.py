@@ -746,6 +746,28 @@ class MixBlock(keras.layers.Layer):
             var_center=self.var_center,
         )
 
+    def mask_panels(self, features, images, lams, perm):
+        """The masks and mixed images of pairs (i, perm[i]) in inference mode.
+
+        `features` are the stage features of `images` (as the model's
+        momentum or key encoder gives them); for each λ of `lams` the mask
+        s_λ (weight of image i) and x = s_λ·x_i + (1 − s_λ)·x_perm(i).
+        Returns float32 numpy arrays (L, B, H, W, 1) and (L, B, H, W, C).
+        """
+        from keras_amix.mixers.primitives import mix_images
+
+        images = ops.convert_to_tensor(images)
+        perm = ops.convert_to_tensor(np.asarray(perm, "int32"))
+        image_size = (int(images.shape[1]), int(images.shape[2]))
+        features_b = ops.take(features, perm, axis=0)
+        images_b = ops.take(images, perm, axis=0)
+        masks, mixed = [], []
+        for lam in lams:
+            mask = self(features, features_b, lam, image_size=image_size, training=False)
+            masks.append(ops.convert_to_numpy(mask).astype("float32"))
+            mixed.append(ops.convert_to_numpy(mix_images(images, images_b, mask)))
+        return np.stack(masks), np.stack(mixed).astype("float32")
+
     def adjust_lambda(self, mask, lam):
         """lam adjusting (paper section 3.2): per-sample mask mean becomes ``lam``.
 

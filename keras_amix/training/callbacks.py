@@ -16,7 +16,6 @@ import time
 import keras
 import numpy as np
 
-from keras_amix import backbones as backbones_lib
 
 # Pixels of white space between the tiles of `mix_grid`.
 GRID_PAD = 2
@@ -78,18 +77,12 @@ def _check_stats(value, name, channels):
 
 
 def check_mix_model(model):
-    """Raises ValueError unless `model` exposes a Mix Block and a momentum encoder.
-
-    The attributes read are those of `keras_amix.models.AMixClassifier`:
-    `mix_block`, `momentum_backbone` and `feature_stage`.
-    """
-    missing = [name for name in ("mix_block", "momentum_backbone", "feature_stage")
-               if getattr(model, name, None) is None]
-    if missing:
+    """Raises ValueError unless `model` draws its Mix Block's masks (`mask_panels`:
+    `keras_amix.models.AMixClassifier`, `AMixSSL`)."""
+    if not callable(getattr(model, "mask_panels", None)):
         raise ValueError(
-            "`model` must expose `mix_block`, `momentum_backbone` and `feature_stage` "
-            f"(e.g. an AMixClassifier); {type(model).__name__} lacks {missing}. "
-            f"Received model={model!r}."
+            "`model` must have a Mix Block and a `mask_panels(images, lams, perm)` method "
+            f"(an AMixClassifier or AMixSSL); received a {type(model).__name__}: {model!r}."
         )
     return model
 
@@ -113,14 +106,14 @@ def random_derangement(batch, seed=0):
 def mix_panels(model, images, lams=(0.3, 0.5, 0.7), perm=None):
     """Masks and mixed images of a Mix Block in inference mode.
 
-    Reads the stage features `model.feature_stage` of the momentum encoder
-    (`training=False`) for `images` and for the paired `images[perm]`, and
-    asks `model.mix_block` for the mask s_λ (the weight of image a) at each
-    λ of `lams`; x_mix = s_λ ⊙ x_a + (1 − s_λ) ⊙ x_perm(a) (DESIGN §4).
+    Checks the inputs and asks the model (`model.mask_panels`): the Mix
+    Block reads the stage features of the momentum (AMix) or key (AMix-I/C)
+    encoder for `images` and the paired `images[perm]` and gives the mask s_λ
+    (the weight of image a) at each λ of `lams`; x_mix = s_λ ⊙ x_a + (1 −
+    s_λ) ⊙ x_perm(a) (DESIGN §4).
 
     Args:
-        model: an `AMixClassifier` or any model with `mix_block`,
-            `momentum_backbone` and `feature_stage`.
+        model: an `AMixClassifier` or `AMixSSL` (anything with `mask_panels`).
         images: (B, H, W, C) normalised images, as the model sees them.
         lams: λ values in [0, 1].
         perm: the pairing, a permutation of 0..B-1 (None: i pairs i + 1).
@@ -133,19 +126,8 @@ def mix_panels(model, images, lams=(0.3, 0.5, 0.7), perm=None):
     images = _check_images(images)
     lams = _check_lams(lams)
     perm = _check_perm(perm, images.shape[0])
-    image_size = (int(images.shape[1]), int(images.shape[2]))
-    x = keras.ops.convert_to_tensor(images)
-    z = backbones_lib.run_stages(model.momentum_backbone, x, stop=model.feature_stage,
-                                 training=False)
-    z_b = keras.ops.take(z, keras.ops.convert_to_tensor(perm), axis=0)
-    x_b = images[perm]
-    masks, mixed = [], []
-    for lam in lams:
-        mask = model.mix_block(z, z_b, lam, image_size=image_size, training=False)
-        mask = keras.ops.convert_to_numpy(mask).astype("float32")
-        masks.append(mask)
-        mixed.append(mask * images + (1.0 - mask) * x_b)
-    return np.stack(masks), np.stack(mixed), perm
+    masks, mixed = model.mask_panels(images, lams, perm)
+    return masks, mixed, perm
 
 
 def denormalize(images, mean=None, std=None):

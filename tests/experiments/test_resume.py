@@ -38,6 +38,8 @@ RUNS = {
     "amix": ("experiments.train_supervised",
              SUPERVISED + ["--method=amix", "--epochs=2", "--mask_summary_every=0"]),
     "mocov2": ("experiments.train_selfsup", SELFSUP + ["--epochs=2"]),
+    "amix_c": ("experiments.train_selfsup",
+               SELFSUP + ["--method=amix_c", "--epochs=2", "--num_clusters=4"]),
 }
 
 # sys.argv: [-c, binary module, kill point, binary flags...]. Kill points:
@@ -227,3 +229,17 @@ def test_mocov2_killed_in_backup(tmp_path, reference):
     output = _run("mocov2", workdir)
     assert _epochs_run(output) == [2]
     _check_finished(workdir, "mocov2", reference, epochs=2)
+
+
+def test_amix_c_killed_mid_epoch_keeps_its_clusters(tmp_path, reference):
+    """AMix-C's ODC memory (features, labels, centroids) is in the backup: the
+    rerun restores it instead of running k-means again, and ends bit-exact."""
+    workdir = str(tmp_path / "run")
+    first = _run("amix_c", workdir, kill="batch:1:1")
+    assert "k-means" in first
+    assert _backup_epoch(workdir) == 1
+    output = _run("amix_c", workdir)
+    assert "k-means" not in output  # the memory came back with the backup
+    assert _epochs_run(output) == [2]
+    _check_finished(workdir, "amix_c", reference, epochs=2)
+    assert any("odc" in key for key in _weights(workdir))

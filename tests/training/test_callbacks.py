@@ -1,6 +1,7 @@
 """mix_panels / mix_grid (Fig.-4 pictures of Mix Block masks), MixImageSummary, EpochTimer,
 the atomic backup and the stop on non-finite losses."""
 
+import functools
 import glob
 import os
 import types
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from keras_amix import backbones, models
+from keras_amix.layers import MixBlock
 from keras_amix.training import callbacks as cb
 
 SIZE = 16
@@ -38,10 +40,17 @@ class _FakeBlock:
         return self.mask_fn(z_a, z_b, lam, image_size)
 
 
+    # The real layer's picture code around the fake mask.
+    mask_panels = MixBlock.mask_panels
+
+
 def _fake_model(mask_fn, feature_stage="stage2"):
+    """A stand-in AMixClassifier: its own `mask_panels` over a fake Mix Block."""
     backbone = backbones.resnet(18, width=8, input_shape=(SIZE, SIZE, 3))
-    return types.SimpleNamespace(mix_block=_FakeBlock(mask_fn), momentum_backbone=backbone,
-                                 feature_stage=feature_stage)
+    model = types.SimpleNamespace(mix_block=_FakeBlock(mask_fn), momentum_backbone=backbone,
+                                  feature_stage=feature_stage)
+    model.mask_panels = functools.partial(models.AMixClassifier.mask_panels, model)
+    return model
 
 
 def _constant(value):
@@ -159,7 +168,7 @@ def test_mix_grid_rejects_bad_arguments(kwargs, match):
 
 def test_model_without_mix_block_is_rejected():
     classifier = models.MixupClassifier(backbones.resnet(18, width=8), 3)
-    with pytest.raises(ValueError, match=r"`model`.*MixupClassifier.*mix_block"):
+    with pytest.raises(ValueError, match=r"`model`.*mask_panels.*MixupClassifier"):
         cb.mix_grid(classifier, _images(2), lams=(0.5,))
 
 
