@@ -11,7 +11,8 @@ from keras_amix.layers import MixBlock, mask_statistics
 from keras_amix.models.amix import _next_stage
 from keras_amix.mixers.primitives import mix_images, sample_lambda, sample_permutation
 from keras_amix.models.moco import MoCoV2, _l2_normalize
-from keras_amix.models.mix_loss_names import DEFAULT_MIX_LOSS, VARIANTS, parse_mix_loss
+from keras_amix.models.mix_loss_names import (DEFAULT_MIX_LOSS, MIX_LOSS_TERMS,  # noqa: F401
+                                              PAPER_MIX_LOSSES, VARIANTS, parse_mix_loss)
 from keras_amix.models.odc import all_gather
 
 def _weighted_mixup_ce(logits, labels_a, labels_b, lam, weights):

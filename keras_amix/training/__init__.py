@@ -5,6 +5,6 @@ Importing the package registers every serialisable class (`CoupledSGD`,
 plain `import keras_amix`.
 """
 
-from keras_amix.training import optimizers, schedules, step  # noqa: F401
+from keras_amix.training import callbacks, optimizers, schedules, step  # noqa: F401
 from keras_amix.training.optimizers import CoupledSGD  # noqa: F401
 from keras_amix.training.schedules import MomentumSchedule  # noqa: F401
