@@ -297,8 +297,11 @@ def mix_block_preset(cfg):
     return cfg.method + ("_official" if cfg.settings == "official" else "")
 
 
-def _parse_value(text):
-    """A --mix_block value: int, float, true/false, none, else the string."""
+def _parse_value(text, choices=None):
+    """A --mix_block value: a choice switch keeps its text (``lam_encoding=none`` is the
+    choice "none"); otherwise int, float, true/false, none, else the string."""
+    if choices is not None:
+        return text.strip()
     lowered = text.strip().lower()
     if lowered in ("true", "false"):
         return lowered == "true"
@@ -321,7 +324,7 @@ def _split_switch(item):
 
 def mix_block_switches(cfg):
     """The --mix_block overrides of a config, checked against the Mix Block."""
-    from keras_amix.layers.mix_block import SWITCHES
+    from keras_amix.layers.mix_block import CHOICES, SWITCHES
 
     switches = {}
     for item in cfg.mix_block:
@@ -331,7 +334,7 @@ def mix_block_switches(cfg):
                 f"`--mix_block` takes 'switch=value' with a switch in {sorted(SWITCHES)}; "
                 f"received {item!r}."
             )
-        switches[name] = _parse_value(value)
+        switches[name] = _parse_value(value, CHOICES.get(name))
     if switches and cfg.method not in LEARNED_METHODS:
         raise ValueError(
             f"`--mix_block` applies to --method=automix|amix; received method {cfg.method!r}."

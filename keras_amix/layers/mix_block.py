@@ -112,7 +112,8 @@ PRESETS = {
     ),
 }
 
-_CHOICES = {
+# The values each string-valued switch allows.
+CHOICES = {
     "lam_encoding": ("none", "concat", "adaptive"),
     "content": ("linear", "nonlinear"),
     "activation": ("relu", "elu"),
@@ -251,7 +252,7 @@ def rescale_lambda(lam, k):
 
 def _validate_switches(switches):
     """ValueError naming the first bad switch, its value and what is allowed."""
-    for name, allowed in _CHOICES.items():
+    for name, allowed in CHOICES.items():
         if switches[name] not in allowed:
             raise ValueError(
                 f"`{name}` must be one of {allowed}; received {name}={switches[name]!r}."
@@ -313,7 +314,7 @@ def _validate_switches(switches):
 
 def _normalise_switch(name, value):
     """The value stored (and returned by get_config) for a validated switch."""
-    if name in _CHOICES or (name == "gamma" and value == "learned"):
+    if name in CHOICES or (name == "gamma" and value == "learned"):
         return value
     if name == "value_bias":
         return bool(value)

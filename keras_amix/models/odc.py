@@ -1,28 +1,43 @@
-"""ODC (online deep clustering, Zhan et al. 2020): features and labels over sample ids.
+"""ODC (online deep clustering): a memory of features and cluster labels by sample id.
 
-A memory bank holds one L2-normalised feature and one cluster label per
-training sample, and K centroids. Each training step writes the batch's new
-features into the memory at the batch's sample ids and re-assigns their labels
-to the nearest centroid (`ODCMemory.update`, in-graph); between steps,
-`ODCCallback` recomputes the centroids and dissolves clusters that became too
-small, refilling each by splitting the largest cluster in two, so that all K
-clusters stay in use (`recompute_centroids`, `deal_with_small_clusters`,
-host-side). The start is k-means over the features of a first pass over the
-data (`initialize`).
+`ODCMemory` keeps, for every training sample, an L2-normalised feature row and
+a cluster label, plus K centroids. Each step the batch's rows move towards the
+new features and are re-labelled by their nearest centroid (in-graph,
+`keras.ops`); every few steps `ODCCallback` recomputes the centroids and
+dissolves the clusters that became too small (host-side, numpy).
 
-Settings of the official ODC / SAMix code (OpenMixup `models/memories/odc_memory.py`,
-`core/hooks/odc_hook.py`, `configs/selfsup/_base_/models/odc/r18.py`): memory
-momentum 0.5 (f ← normalise((1 − m) f_old + m f_new)), labels by the largest
-dot product with the centroids, centroids = the (unnormalised) mean of the
-members' features with empty clusters keeping their old centroid, re-weighting
-w_c ∝ n_c^(−0.5) normalised to sum 1, small clusters dealt with every
-iteration and centroids recomputed every 10 iterations, the largest cluster
-split by 2-means (20 iterations). `min_cluster_size` is 20 there (ImageNet);
-here it is an argument (default 20).
+Official defaults (OpenMixup, the code of the AMix/SAMix paper; ODC of Zhan et
+al. 2020 as ported from mmselfsup):
 
-The k-means and 2-means are a small seeded numpy implementation (k-means++
-start, Lloyd iterations on cosine similarity): scikit-learn is not a
-dependency, and neither Keras nor TensorFlow ships a maintained k-means.
+* memory momentum m = 0.5 and minimum cluster size 20:
+  `configs/selfsup/_base_/models/odc/r18.py` (and `r50.py`), `memory_bank`
+  (there K = 10000 for ImageNet; AMix-C uses K = 200, DESIGN §7).
+* centroid update every 10 iterations, small clusters dealt with every
+  iteration, cluster sizes logged every 50, loss re-weighting on with power
+  0.5: `ODCHook` in `configs/selfsup/_base_/datasets/imagenet/odc_sz224_bs64.py`.
+* re-weighting w_c = (n_c + 1e-5)^(-0.5) / Σ_c' (n_c' + 1e-5)^(-0.5), recomputed
+  after every iteration: `set_reweight` in `openmixup/models/selfsup/odc.py`
+  (the same in `moco_samix.py`).
+* the largest cluster is split by 2-means (sklearn `KMeans(n_clusters=2,
+  random_state=0, max_iter=20)`), the start is a k-means over the first pass
+  (faiss, 20 iterations, L2-normalised features, no PCA), both in
+  `openmixup/models/memories/odc_memory.py` and `core/hooks/deepcluster_hook.py`.
+
+Deviations from the official code, each on purpose:
+
+* Centroids are L2-normalised means (official: plain means), so labels are
+  the argmax of the cosine similarity (spherical k-means).
+* Class weights: empty clusters get weight 0 and the others sum to 1 (official:
+  the 1e-5 smoothing gives an empty cluster a large weight). No sample carries
+  an empty cluster's label and the weighted CE divides by Σ w[y], so the loss
+  is the same.
+* If N < K · `min_cluster_size` the official code fails (every cluster is
+  "small"); here the threshold drops to N // K (>= 1), so all K clusters stay
+  non-empty whatever N >= K is.
+* k-means (start and 2-means split) is the small seeded numpy `kmeans` below,
+  spherical with k-means++ seeding, since sklearn is not a dependency and
+  neither Keras nor TF has a maintained k-means (TF's
+  `tf.compat.v1.estimator.experimental.KMeans` went with the estimators).
 """
 
 import numbers
@@ -35,11 +50,7 @@ _BACKEND = keras.backend.backend()
 
 
 def all_gather(x):
-    """Concatenates `x` over the replicas of a TF `tf.distribute` strategy.
-
-    Identity outside a replica context, with one replica, and on JAX and
-    torch (a JAX `keras.distribution` step is one global program).
-    """
+    """Concatenates `x` over the replicas of a TF `tf.distribute` strategy, else identity."""
     if _BACKEND != "tensorflow":
         return x
     import tensorflow as tf  # replica context of tf.distribute (MirroredStrategy)
@@ -55,94 +66,148 @@ def _normalize(x):
     return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-24))
 
 
-def _np_normalize(x):
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+def _normalize_np(x):
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def kmeans(features, k, rng, iterations=20):
-    """Seeded k-means on (N, d) unit rows by dot-product similarity.
+def _assign(x, centroids, chunk=65536):
+    """Nearest centroid (cosine) of each row: (labels, similarity), in row chunks."""
+    labels = np.empty(len(x), np.int64)
+    sim = np.empty(len(x), np.float32)
+    for start in range(0, len(x), chunk):
+        s = x[start:start + chunk] @ centroids.T
+        labels[start:start + chunk] = s.argmax(1)
+        sim[start:start + chunk] = s.max(1)
+    return labels, sim
 
-    k-means++ start (each next centre drawn ∝ squared distance to the
-    nearest chosen one), then Lloyd steps; a cluster that empties is
-    re-seeded with the point farthest from its centre. Returns int labels (N,).
+
+def kmeans(features, num_clusters, seed=None, iterations=20):
+    """Spherical k-means (k-means++ seeding) of the rows of `features`.
+
+    Returns `(labels (N,) int64, centroids (K, d) float32, unit rows)`. When
+    N >= K no cluster is empty: an emptied cluster takes the worst-fitting
+    row of a cluster with at least two rows. `seed`: int, None or a numpy
+    `Generator`.
     """
-    n = len(features)
-    centres = [features[rng.integers(n)]]
-    for _ in range(1, k):
-        d2 = np.min(2.0 - 2.0 * features @ np.stack(centres).T, axis=1).clip(0)
-        total = d2.sum()
-        centres.append(features[rng.choice(n, p=d2 / total) if total > 0 else rng.integers(n)])
-    centres = np.stack(centres)
-    labels = np.zeros(n, "int64")
-    for _ in range(iterations):
-        similarity = features @ centres.T
-        labels = similarity.argmax(axis=1)
-        for c in range(k):
-            members = labels == c
-            if members.any():
-                centres[c] = features[members].mean(0)
-            else:  # re-seed an empty cluster with the worst-fitting point
-                worst = similarity[np.arange(n), labels].argmin()
-                centres[c] = features[worst]
-                labels[worst] = c
-    return labels
+    x = _normalize_np(features)
+    n, k = len(x), int(num_clusters)
+    rng = np.random.default_rng(seed)
+    centroids = np.empty((k, x.shape[1]), np.float32)
+    centroids[0] = x[rng.integers(n)]
+    dist = np.maximum(2.0 - 2.0 * (x @ centroids[0]), 0.0).astype(np.float64)
+    for j in range(1, k):  # k-means++: D² sampling
+        total = dist.sum()
+        centroids[j] = x[rng.choice(n, p=dist / total) if total > 0 else rng.integers(n)]
+        dist = np.minimum(dist, np.maximum(2.0 - 2.0 * (x @ centroids[j]), 0.0))
+    labels = new = None
+    for _ in range(max(int(iterations), 1)):
+        new, sim = _assign(x, centroids)
+        sizes = np.bincount(new, minlength=k)
+        for empty in np.flatnonzero(sizes == 0):
+            movable = np.flatnonzero(sizes[new] >= 2)
+            if movable.size == 0:
+                break
+            row = movable[np.argmin(sim[movable])]
+            sizes[new[row]] -= 1
+            new[row], sizes[empty], sim[row] = empty, 1, 1.0
+        filled = sizes > 0
+        centroids[filled] = _normalize_np(_cluster_sums(x, new, k)[filled])
+        if labels is not None and np.array_equal(new, labels):
+            break
+        labels = new
+    return new, centroids
+
+
+def _cluster_sums(x, labels, k):
+    order = np.argsort(labels, kind="stable")
+    counts = np.bincount(labels, minlength=k)
+    sums = np.zeros((k, x.shape[1]), np.float64)
+    present = np.flatnonzero(counts)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])[present]
+    sums[present] = np.add.reduceat(x[order].astype(np.float64), starts, axis=0)
+    return sums
+
+
+def _check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"`{name}` must be an int >= {minimum}; received {name}={value!r}.")
 
 
 @keras.saving.register_keras_serializable(package="keras_amix")
 class ODCMemory(keras.layers.Layer):
-    """The ODC memory: a feature and a cluster label per sample, and K centroids.
+    """ODC's memory: a feature row and a cluster label per sample id, and K centroids.
 
-    The state is non-trainable Keras weights, so it is saved with a model that
-    holds the memory (`model.save`, `save_weights`, `BackupAndRestore`).
-    Under `tf.distribute.MirroredStrategy` every replica writes the same
-    all-gathered values (`aggregation="only_first_replica"`): pass the
-    all-gathered ids and features (`all_gather`) to `update`.
+    State (non-trainable weights, created here, saved with the model that
+    holds the layer): `features` (N, d) float32 unit rows, `labels` (N,)
+    int32, `centroids` (K, d) float32 unit rows, `initialized` () int32.
+
+    * `update(ids, features)` (in-graph, any backend, inside `fit`'s step):
+      f ← normalise((1 − m) f_old + m normalise(f_new)) at `ids`, then
+      label = argmax_c ⟨f, centroid_c⟩. Under `tf.distribute` pass the
+      all-gathered global batch (`all_gather(ids)`, `all_gather(features)`):
+      every replica then writes the same values. Ids must lie in [0, N) and
+      be distinct within a call.
+    * `recompute_centroids()`: centroid_c = normalise(mean of the rows labelled
+      c); an empty cluster keeps its centroid. In-graph or eager.
+    * `deal_with_small_clusters()` (host-side, eager): clusters smaller than
+      `min_cluster_size` are dissolved (their rows go to the nearest remaining
+      centroid) and each freed id is refilled by 2-means-splitting the
+      current largest cluster. Afterwards all K clusters are non-empty; when
+      N < K · `min_cluster_size` the threshold is N // K. Returns the number
+      of clusters fixed.
+    * `initialize(features, labels=None)` (host-side): the start from a first
+      pass over the data; k-means unless `labels` are given.
+    * `class_weights(power=0.5)`, `cluster_sizes()`: (K,) tensors, in-graph.
+
+    `ODCCallback(memory)` runs the two periodic host-side steps during `fit`.
 
     Args:
-        num_samples: int, N, the number of training samples (ids 0..N−1).
-        feature_dim: int, d, the feature size.
-        num_clusters: int, K (200 in the paper), 2 <= K <= N.
-        momentum: float in (0, 1], the memory's update weight of a new feature (0.5).
-        min_cluster_size: int >= 1; a cluster with fewer members is dissolved
-            and refilled by splitting the largest (20). With N < K ·
-            min_cluster_size some clusters must stay small: then a cluster is
-            refilled only when it is empty.
-        seed: int seed of the k-means start and the splits.
+        num_samples: int >= 1, N, the training set's size (rows by sample id).
+        feature_dim: int >= 1, d.
+        num_clusters: int, K, in [2, num_samples] (200).
+        momentum: float in [0, 1], m, the weight of the new feature (0.5).
+        min_cluster_size: int >= 0, clusters below it are dissolved (20; 0 off).
+        seed: int or None, seed of k-means and of the 2-means splits.
 
     Example:
 
     ```python
     memory = ODCMemory(num_samples=5000, feature_dim=128, num_clusters=200)
-    memory.initialize(first_pass_features)          # (5000, 128), k-means
-    labels = memory.update(ids, features)["labels"]  # in the train step
+    memory.initialize(first_pass_embeddings)          # (5000, 128)
+    out = memory.update(ids, embeddings)               # in the train step
+    weights = memory.class_weights()                   # for the cluster CE
+    model.fit(ds, callbacks=[ODCCallback(memory)])
     ```
 
-    Reference: Zhan et al. 2020 (Online Deep Clustering); AMix paper §3.3, Table 1.
+    Reference: Zhan et al. 2020, "Online Deep Clustering for Unsupervised
+    Representation Learning" (§3: memory update, re-assignment, loss
+    re-weighting, dealing with small clusters); AMix paper §3.2 (AMix-C).
     """
 
     def __init__(self, num_samples, feature_dim, num_clusters=200, momentum=0.5,
                  min_cluster_size=20, seed=None, **kwargs):
         super().__init__(**kwargs)
-        for arg, value, low in (("num_samples", num_samples, 1), ("feature_dim", feature_dim, 1),
-                                ("num_clusters", num_clusters, 2),
-                                ("min_cluster_size", min_cluster_size, 1)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-                raise ValueError(f"`{arg}` must be an int >= {low}; received {arg}={value!r}.")
+        _check_int("num_samples", num_samples, 1)
+        _check_int("feature_dim", feature_dim, 1)
+        _check_int("num_clusters", num_clusters, 2)
+        _check_int("min_cluster_size", min_cluster_size, 0)
         if num_clusters > num_samples:
             raise ValueError(
                 f"`num_clusters` (K={num_clusters}) must be <= `num_samples` ({num_samples}): "
-                "K larger than the data set leaves clusters that can never be filled.")
+                "K larger than the data set leaves clusters that no sample can fill.")
         if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) \
-                or not 0.0 < momentum <= 1.0:
-            raise ValueError(f"`momentum` must be in (0, 1]; received momentum={momentum!r}.")
-        self.num_samples = int(num_samples)
-        self.feature_dim = int(feature_dim)
-        self.num_clusters = int(num_clusters)
-        self.momentum = float(momentum)
-        self.min_cluster_size = int(min_cluster_size)
-        self.seed = seed
+                or not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"`momentum` must be in [0, 1]; received momentum={momentum!r}.")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+            raise ValueError(f"`seed` must be an int or None; received seed={seed!r}.")
+        self.num_samples, self.feature_dim = int(num_samples), int(feature_dim)
+        self.num_clusters, self.momentum = int(num_clusters), float(momentum)
+        self.min_cluster_size, self.seed = int(min_cluster_size), seed
 
         def state(name, shape, dtype="float32"):
+            # "only_first_replica": under MirroredStrategy every replica writes
+            # the same all-gathered values; the first replica's copy is kept.
             return self.add_weight(shape=shape, dtype=dtype, initializer="zeros",
                                    trainable=False, name=name,
                                    aggregation="only_first_replica")
@@ -151,20 +216,24 @@ class ODCMemory(keras.layers.Layer):
         self.labels = state("labels", (self.num_samples,), "int32")
         self.centroids = state("centroids", (self.num_clusters, self.feature_dim))
         self.initialized = state("initialized", (), "int32")
-        self.fixes = state("fixes", (), "int32")  # splits so far: the host RNG's position
         self.built = True
 
     # ------------------------------------------------------------ in-graph
     def update(self, ids, features):
-        """Writes the batch into the memory; returns its new labels and change ratio.
-
-        f ← normalise((1 − m) f_old + m normalise(f_new)) at `ids`, then each
-        row's label = argmax_c <centroid_c, f>. Returns {"labels": (B,) int32,
-        "change_ratio": float32 scalar, the fraction of labels that changed}.
-        """
-        if not keras.backend.standardize_dtype(ids.dtype).startswith(("int", "uint")):
-            raise ValueError(f"`ids` must be integer sample ids; received dtype {ids.dtype}.")
+        """Memory update and re-assignment at `ids`; {"labels" (B,), "change_ratio" ()}."""
+        ids = ops.convert_to_tensor(ids)
+        dtype = keras.backend.standardize_dtype(ids.dtype)
+        if "int" not in dtype:
+            raise ValueError(f"`ids` must be integer sample ids in [0, {self.num_samples}); "
+                             f"received ids of dtype {dtype} (shape {tuple(ids.shape)}).")
         ids = ops.cast(ops.reshape(ids, (-1,)), "int32")
+        features = ops.convert_to_tensor(features)
+        shape = tuple(features.shape)
+        # Unknown (None) sizes pass: an all-gather under tf.distribute drops them.
+        if len(shape) != 2 or shape[-1] not in (None, self.feature_dim) or (
+                None not in (shape[0], ids.shape[0]) and shape[0] != ids.shape[0]):
+            raise ValueError(f"`features` must have shape (B, {self.feature_dim}) with B the "
+                             f"number of ids ({ids.shape[0]}); received shape {shape}.")
         old = ops.take(ops.convert_to_tensor(self.features), ids, axis=0)
         rows = _normalize((1.0 - self.momentum) * old + self.momentum * _normalize(features))
         similarity = ops.matmul(rows, ops.transpose(ops.convert_to_tensor(self.centroids)))
@@ -177,87 +246,68 @@ class ODCMemory(keras.layers.Layer):
         return {"labels": labels, "change_ratio": change}
 
     def cluster_sizes(self):
-        """(K,) int32 member counts."""
+        """(K,) int32 number of samples per cluster."""
         labels = ops.convert_to_tensor(self.labels)
-        return ops.cast(ops.segment_sum(ops.ones_like(labels), labels,
-                                        num_segments=self.num_clusters), "int32")
+        return ops.segment_sum(ops.ones_like(labels), labels, num_segments=self.num_clusters)
 
-    def class_weights(self):
-        """(K,) float32 CE weights w_c ∝ n_c^(−1/2), summing to 1; 0 for an empty cluster."""
+    def class_weights(self, power=0.5):
+        """(K,) float32 w_c ∝ n_c^(−power) over non-empty clusters, summing to 1; 0 if empty."""
         n = ops.cast(self.cluster_sizes(), "float32")
-        w = ops.where(n > 0, 1.0 / ops.sqrt(ops.maximum(n, 1.0)), 0.0)
+        w = ops.where(n > 0, ops.power(ops.maximum(n, 1.0), -power), 0.0)
         return w / ops.maximum(ops.sum(w), 1e-12)
 
     def recompute_centroids(self):
-        """Centroid c = the mean of its members' features; an empty cluster keeps its own."""
         labels = ops.convert_to_tensor(self.labels)
         sums = ops.segment_sum(ops.convert_to_tensor(self.features), labels,
                                num_segments=self.num_clusters)
-        n = ops.cast(ops.segment_sum(ops.ones_like(labels), labels,
-                                     num_segments=self.num_clusters), "float32")
-        means = sums / ops.maximum(n, 1.0)[:, None]
-        self.centroids.assign(ops.where((n > 0)[:, None], means,
+        counts = ops.segment_sum(ops.ones_like(labels), labels, num_segments=self.num_clusters)
+        self.centroids.assign(ops.where((counts > 0)[:, None], _normalize(sums),
                                         ops.convert_to_tensor(self.centroids)))
 
     # ----------------------------------------------------------- host-side
     def deal_with_small_clusters(self):
-        """Dissolves clusters below `min_cluster_size`, refilling each by splitting
-        the largest cluster with 2-means; returns the number of clusters refilled.
-
-        Host-side (numpy); call it between steps (`ODCCallback`).
-        """
-        labels = ops.convert_to_numpy(self.labels).astype("int64")
-        features = ops.convert_to_numpy(self.features)
-        centroids = ops.convert_to_numpy(self.centroids)
+        labels = ops.convert_to_numpy(self.labels).astype(np.int64)
         k = self.num_clusters
-        sizes = np.bincount(labels, minlength=k)
-        threshold = self.min_cluster_size
-        if self.num_samples < k * threshold:
-            threshold = 1  # not all K can reach the minimum: keep them non-empty only
-        small = np.flatnonzero(sizes < threshold)
-        if small.size == 0:
+        threshold = min(self.min_cluster_size, self.num_samples // k)
+        small = np.flatnonzero(np.bincount(labels, minlength=k) < threshold)
+        if small.size == 0:  # the usual case: only the labels left the device
             return 0
+        features = ops.convert_to_numpy(self.features)
+        centroids = ops.convert_to_numpy(self.centroids).copy()
         keep = np.setdiff1d(np.arange(k), small)
-        for c in small:  # members of a small cluster go to the nearest remaining one
-            members = np.flatnonzero(labels == c)
-            if members.size:
-                labels[members] = keep[(features[members] @ centroids[keep].T).argmax(1)]
-        fixes = int(ops.convert_to_numpy(self.fixes))
-        rng = np.random.default_rng([0 if self.seed is None else int(self.seed), fixes])
-        for c in small:
-            largest = np.bincount(labels, minlength=k).argmax()
-            members = np.flatnonzero(labels == largest)
-            halves = kmeans(_np_normalize(features[members]), 2, rng)
-            if halves.min() == halves.max():  # 2-means failed: a random half
-                halves = np.zeros(members.size, "int64")
-                halves[rng.permutation(members.size)[: members.size // 2]] = 1
-            labels[members[halves == 1]] = c
-            for cluster in (largest, c):
-                centroids[cluster] = features[labels == cluster].mean(0)
-        self.labels.assign(labels.astype("int32"))
+        members = np.isin(labels, small)
+        if members.any():  # dissolve: to the nearest remaining centroid
+            labels[members] = keep[_assign(features[members], centroids[keep])[0]]
+        rng = np.random.default_rng(self.seed)
+        for empty in small:  # refill: split the current largest cluster in two
+            largest = int(np.argmax(np.bincount(labels, minlength=k)))
+            rows = np.flatnonzero(labels == largest)
+            halves, _ = kmeans(features[rows], 2, seed=rng)
+            labels[rows[halves == 1]] = empty
+            for c in (largest, empty):
+                centroids[c] = _normalize_np(features[labels == c].sum(0))
+        self.labels.assign(labels.astype(np.int32))
         self.centroids.assign(centroids)
-        self.fixes.assign(fixes + int(small.size))
         return int(small.size)
 
     def initialize(self, features, labels=None):
-        """The start: writes (N, d) `features` (normalised) and their labels
-        (k-means unless `labels` is given), the centroids, and fixes small clusters."""
-        features = np.asarray(ops.convert_to_numpy(features), "float32")
-        if features.shape != (self.num_samples, self.feature_dim):
-            raise ValueError(
-                f"`features` must have shape (num_samples, feature_dim) = ({self.num_samples}, "
-                f"{self.feature_dim}); received {features.shape}.")
-        features = _np_normalize(features)
+        """Start from (N, d) first-pass features; k-means (seeded) unless `labels`."""
+        features = np.asarray(ops.convert_to_numpy(features), np.float32)
+        expected = (self.num_samples, self.feature_dim)
+        if features.shape != expected:
+            raise ValueError(f"`features` must have shape (num_samples, feature_dim) = "
+                             f"{expected}; received shape {features.shape}.")
+        features = _normalize_np(features)
         if labels is None:
-            rng = np.random.default_rng(0 if self.seed is None else int(self.seed))
-            labels = kmeans(features, self.num_clusters, rng)
-        labels = np.asarray(labels).reshape(-1)
-        if labels.shape != (self.num_samples,) or labels.min() < 0 \
-                or labels.max() >= self.num_clusters:
-            raise ValueError(f"`labels` must be {self.num_samples} ints in [0, "
-                             f"{self.num_clusters}); received shape {labels.shape}.")
+            labels, _ = kmeans(features, self.num_clusters, seed=self.seed)
+        labels = np.asarray(ops.convert_to_numpy(labels)).reshape(-1)
+        if labels.shape != (self.num_samples,) or not np.issubdtype(labels.dtype, np.integer) \
+                or labels.min() < 0 or labels.max() >= self.num_clusters:
+            raise ValueError(f"`labels` must be {self.num_samples} ints in "
+                             f"[0, {self.num_clusters}); received shape {labels.shape}, "
+                             f"dtype {labels.dtype}.")
         self.features.assign(features)
-        self.labels.assign(labels.astype("int32"))
+        self.labels.assign(labels.astype(np.int32))
         self.recompute_centroids()
         self.deal_with_small_clusters()
         self.initialized.assign(1)
@@ -271,44 +321,75 @@ class ODCMemory(keras.layers.Layer):
 
 
 class ODCCallback(keras.callbacks.Callback):
-    """ODC's between-step work: centroids every `centroid_interval` batches,
-    small clusters every `small_cluster_interval` batches (the official 10 and 1).
+    """ODC's periodic host-side steps during `fit`, and a cluster-size log.
 
-    At each epoch's end it adds `odc_min_cluster` / `odc_max_cluster` to the
-    logs and appends the cluster sizes to `history` (a list of dicts).
+    Every `centroid_interval` training batches it calls
+    `memory.recompute_centroids()`, every `small_cluster_interval` batches
+    `memory.deal_with_small_clusters()` (nothing before `memory.initialize`).
+    Batches are counted by the model optimizer's `iterations` (so a resumed
+    run keeps the uninterrupted run's schedule), else over this `fit`. At each epoch end it appends `{"epoch", "cluster_sizes"
+    (list of K ints), "min_size", "max_size"}` to `history` (a list, given
+    or new) and adds `odc_min_cluster` / `odc_max_cluster` to the logs.
 
     Args:
-        memory: the `ODCMemory` (e.g. `model.odc`).
-        centroid_interval, small_cluster_interval: ints >= 1.
+        memory: the `ODCMemory` the trained model holds.
+        centroid_interval: int >= 1 (10, OpenMixup's ODCHook).
+        small_cluster_interval: int >= 1 (1, ODCHook).
+        history: list or None.
+
+    Example:
+
+    ```python
+    odc = ODCCallback(model.odc)
+    model.fit(ds, epochs=10, callbacks=[odc])
+    sizes = [h["cluster_sizes"] for h in odc.history]
+    ```
+
+    Reference: Zhan et al. 2020 (ODC, §3); OpenMixup `ODCHook`.
     """
 
-    def __init__(self, memory, centroid_interval=10, small_cluster_interval=1):
+    def __init__(self, memory, centroid_interval=10, small_cluster_interval=1, history=None):
         super().__init__()
-        for arg, value in (("centroid_interval", centroid_interval),
-                           ("small_cluster_interval", small_cluster_interval)):
-            if not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"`{arg}` must be an int >= 1; received {arg}={value!r}.")
+        if not isinstance(memory, ODCMemory):
+            raise ValueError(f"`memory` must be an ODCMemory; received {type(memory).__name__}.")
+        _check_int("centroid_interval", centroid_interval, 1)
+        _check_int("small_cluster_interval", small_cluster_interval, 1)
         self.memory = memory
         self.centroid_interval = int(centroid_interval)
         self.small_cluster_interval = int(small_cluster_interval)
-        self.history = []
+        self.history = [] if history is None else history
         self._batches = 0
 
+    def _sync(self):
+        # JAX: during an epoch `fit` keeps the variables in a state tuple (their
+        # own values purged). Reading `self.model` runs `jax_state_sync()`, which
+        # writes that state back and makes the next step re-read the variables,
+        # so the host-side writes below reach the next step and survive the epoch.
+        return self.model
+
     def on_train_batch_end(self, batch, logs=None):
-        # On JAX the trainer holds the variables in its own state during an
-        # epoch: touching `self.model` syncs them into the variables, and the
-        # next step re-reads what is written here.
-        _ = self.model
-        self._batches += 1
-        if self._batches % self.centroid_interval == 0:
+        model = self._sync()
+        # The optimizer's step count, not this process's batches: a resumed run
+        # keeps the schedule of the uninterrupted one.
+        optimizer = getattr(model, "optimizer", None)
+        self._batches = (int(ops.convert_to_numpy(optimizer.iterations)) if optimizer is not None
+                         else self._batches + 1)
+        centroids = self._batches % self.centroid_interval == 0
+        small = self._batches % self.small_cluster_interval == 0
+        if not (centroids or small):
+            return
+        if not int(ops.convert_to_numpy(self.memory.initialized)):
+            return
+        if centroids:
             self.memory.recompute_centroids()
-        if self._batches % self.small_cluster_interval == 0:
+        if small:
             self.memory.deal_with_small_clusters()
 
     def on_epoch_end(self, epoch, logs=None):
-        _ = self.model
-        sizes = ops.convert_to_numpy(self.memory.cluster_sizes()).astype(int)
-        self.history.append({"epoch": int(epoch), "cluster_sizes": sizes.tolist()})
+        self._sync()
+        sizes = [int(n) for n in ops.convert_to_numpy(self.memory.cluster_sizes())]
+        self.history.append({"epoch": int(epoch), "cluster_sizes": sizes,
+                             "min_size": min(sizes), "max_size": max(sizes)})
         if logs is not None:
-            logs["odc_min_cluster"] = float(sizes.min())
-            logs["odc_max_cluster"] = float(sizes.max())
+            logs["odc_min_cluster"] = min(sizes)
+            logs["odc_max_cluster"] = max(sizes)

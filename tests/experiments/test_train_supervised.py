@@ -91,6 +91,17 @@ def test_validate_rejects_bad_configs(changes, match):
         ts.build_model(cfg, 10)
 
 
+@pytest.mark.parametrize("item,expected", [
+    ("lam_encoding=none", {"lam_encoding": "none"}),  # a choice, not None
+    ("lam_rescale_k=none", {"lam_rescale_k": None}),
+    ("lam_margin=0.08", {"lam_margin": 0.08}),
+    ("value_bias=false", {"value_bias": False}),
+])
+def test_mix_block_flag_values_keep_their_kind(item, expected):
+    cfg = dataclasses.replace(ts.Config(), method="automix", mix_block=(item,))
+    assert ts.mix_block_switches(cfg) == expected
+
+
 def test_unknown_dataset_is_a_clear_error(tmp_path):
     cfg = dataclasses.replace(ts.Config(), dataset="no_such_dataset", data_dir=str(tmp_path))
     with pytest.raises(ValueError, match="no_such_dataset"):

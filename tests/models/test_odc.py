@@ -1,162 +1,520 @@
 import keras
 import numpy as np
 import pytest
+from keras import ops
 
 from keras_amix.models.odc import ODCCallback, ODCMemory, kmeans
+from keras_amix.training.step import StepModel
 
 BACKEND = keras.backend.backend()
 
 
 def _np(x):
-    return keras.ops.convert_to_numpy(x)
+    return ops.convert_to_numpy(x)
 
 
 def _unit(*rows):
-    x = np.asarray(rows, "float32")
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+    rows = np.asarray(rows, "float32")
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
-def test_memory_update_and_reassignment_by_hand():
+def _set(memory, features=None, labels=None, centroids=None, initialized=1):
+    if features is not None:
+        memory.features.assign(np.asarray(features, "float32"))
+    if labels is not None:
+        memory.labels.assign(np.asarray(labels, "int32"))
+    if centroids is not None:
+        memory.centroids.assign(np.asarray(centroids, "float32"))
+    memory.initialized.assign(initialized)
+
+
+def _state(memory):
+    return {v.name: _np(v).copy() for v in
+            (memory.features, memory.labels, memory.centroids, memory.initialized)}
+
+
+def _assert_same_state(a, b):
+    sa, sb = _state(a), _state(b)
+    for name in sa:
+        np.testing.assert_allclose(sa[name], sb[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+# ------------------------------------------------------------------ by hand
+def test_memory_update_by_hand():
     memory = ODCMemory(3, 2, num_clusters=2, momentum=0.5, min_cluster_size=1)
-    memory.initialize(_unit([1, 0], [0, 1], [1, 1]), labels=np.array([0, 1, 1]))
-    # Centroids: the plain means of the members' features.
-    np.testing.assert_allclose(_np(memory.centroids),
-                               [[1, 0], [0.5 * 2 ** -0.5, 0.5 + 0.5 * 2 ** -0.5]], rtol=1e-6)
-    out = memory.update(np.array([1]), np.array([[3.0, 0.0]], "float32"))
-    # f = normalise(0.5 (0, 1) + 0.5 (1, 0)) = (1, 1)/√2: closer to centroid 1?
-    # <c0, f> = 0.7071, <c1, f> = 0.25 + 0.3536 + ... computed:
-    f = np.array([1, 1]) / np.sqrt(2)
-    np.testing.assert_allclose(_np(memory.features)[1], f, rtol=1e-6)
-    expected = int(np.argmax(_np(memory.centroids) @ f))
-    assert int(_np(out["labels"])[0]) == expected == int(_np(memory.labels)[1])
-    assert float(_np(out["change_ratio"])) == float(expected != 1)
-    # Rows not in the batch are untouched.
-    np.testing.assert_allclose(_np(memory.features)[[0, 2]], _unit([1, 0], [1, 1]), rtol=1e-6)
+    _set(memory, features=[[1, 0], [0, 1], [0, 1]], labels=[0, 1, 1],
+         centroids=[[1, 0], [0, 1]])
+    # Row 0: normalise(0.5·[1, 0] + 0.5·[-0.6, 0.8]) = [1, 2]/√5 → cluster 1 (moved).
+    # Row 2: normalise(0.5·[0, 1] + 0.5·[12, 5]/13) = [2, 3]/√13 → cluster 1 (stays).
+    out = memory.update(np.array([0, 2], "int32"), np.array([[-3, 4], [12, 5]], "float32"))
+    np.testing.assert_array_equal(_np(out["labels"]), [1, 1])
+    np.testing.assert_allclose(float(_np(out["change_ratio"])), 0.5)
+    np.testing.assert_allclose(_np(memory.features),
+                               [[1 / 5 ** 0.5, 2 / 5 ** 0.5], [0, 1],
+                                [2 / 13 ** 0.5, 3 / 13 ** 0.5]], rtol=1e-6)
+    np.testing.assert_array_equal(_np(memory.labels), [1, 1, 1])
 
 
-def test_recompute_centroids_keeps_an_empty_clusters_centroid():
+def test_reassignment_picks_the_nearest_centroid():
+    memory = ODCMemory(4, 2, num_clusters=3, momentum=1.0, min_cluster_size=1)
+    _set(memory, labels=[0, 0, 0, 0], centroids=[[1, 0], [0, 1], [-1, 0]])
+    # m = 1: the rows are the new features; cosines by hand:
+    # [-2, .5] → c2 (0.97), [.1, 3] → c1 (0.999), [5, -1] → c0 (0.98), [-1, -1] → c2.
+    out = memory.update(np.array([3, 0, 1, 2]),
+                        np.array([[-2, .5], [.1, 3], [5, -1], [-1, -1]], "float32"))
+    np.testing.assert_array_equal(_np(out["labels"]), [2, 1, 0, 2])
+    np.testing.assert_array_equal(_np(memory.labels), [1, 0, 2, 2])
+    np.testing.assert_allclose(float(_np(out["change_ratio"])), 0.75)
+
+
+def test_recompute_centroids_by_hand_keeps_an_empty_cluster():
     memory = ODCMemory(3, 2, num_clusters=3, min_cluster_size=1)
-    memory.features.assign(_unit([1, 0], [0, 1], [0, 1]))
-    memory.labels.assign(np.array([0, 0, 2], "int32"))
-    memory.centroids.assign(np.array([[9, 9], [7, 7], [5, 5]], "float32"))
+    _set(memory, features=[[0.6, 0.8], [1, 0], [0, 1]], labels=[0, 0, 1],
+         centroids=[[0, 1], [1, 0], [0.6, -0.8]])
     memory.recompute_centroids()
-    np.testing.assert_allclose(_np(memory.centroids), [[0.5, 0.5], [7, 7], [0, 1]], rtol=1e-6)
+    np.testing.assert_allclose(_np(memory.centroids),
+                               [[2 / 5 ** 0.5, 1 / 5 ** 0.5], [0, 1], [0.6, -0.8]], rtol=1e-6)
 
 
-def test_class_weights_by_hand():
+def test_class_weights_and_sizes_by_hand():
     memory = ODCMemory(5, 2, num_clusters=3, min_cluster_size=1)
-    memory.labels.assign(np.array([0, 0, 0, 0, 1], "int32"))  # n = (4, 1, 0)
-    w = np.array([4 ** -0.5, 1.0, 0.0])
-    np.testing.assert_allclose(_np(memory.class_weights()), w / w.sum(), rtol=1e-6)
+    _set(memory, labels=[0, 1, 0, 0, 0])
     np.testing.assert_array_equal(_np(memory.cluster_sizes()), [4, 1, 0])
+    # n = [4, 1, 0]: n^-0.5 = [1/2, 1, 0] → / 1.5; the empty cluster gets 0.
+    np.testing.assert_allclose(_np(memory.class_weights()), [1 / 3, 2 / 3, 0], rtol=1e-6)
+    np.testing.assert_allclose(_np(memory.class_weights(power=1.0)), [0.2, 0.8, 0], rtol=1e-6)
+    _set(memory, labels=[2, 2, 2, 2, 2])
+    w = _np(memory.class_weights())
+    assert np.all(np.isfinite(w))
+    np.testing.assert_allclose(w, [0, 0, 1])
 
 
-def test_small_clusters_are_dissolved_and_refilled_from_the_largest():
-    rng = np.random.default_rng(0)
-    # Two blobs of 10 in cluster 0; one stray sample alone in cluster 1 (below the minimum).
-    a = rng.normal([5, 0, 0], 0.1, size=(10, 3))
-    b = rng.normal([0, 5, 0], 0.1, size=(10, 3))
-    features = np.concatenate([a, b, [[0, 0, 5]]]).astype("float32")
-    memory = ODCMemory(21, 3, num_clusters=2, min_cluster_size=3, seed=0)
-    memory.initialize(features, labels=np.array([0] * 20 + [1]))  # deals with small ones
-    sizes = _np(memory.cluster_sizes())
-    assert (sizes >= 3).all() and sizes.sum() == 21, sizes
-    # The stray was dissolved and cluster 1 refilled by splitting cluster 0 along the blobs.
-    got = _np(memory.labels)
-    assert len(set(got[:10])) == 1 and len(set(got[10:20])) == 1 and got[0] != got[10]
-    assert memory.deal_with_small_clusters() == 0  # nothing left to fix
-    # Each centroid is the mean of its members again.
-    for c in range(2):
-        np.testing.assert_allclose(_np(memory.centroids)[c],
-                                   _np(memory.features)[got == c].mean(0), rtol=1e-5)
+# ------------------------------------------------------------ small clusters
+def _angles(*degrees):
+    rad = np.deg2rad(np.asarray(degrees, "float64"))
+    return np.stack([np.cos(rad), np.sin(rad)], axis=1).astype("float32")
 
 
-def test_clusters_stay_non_empty_when_the_minimum_cannot_be_met():
-    memory = ODCMemory(6, 2, num_clusters=3, min_cluster_size=20, seed=1)
-    memory.initialize(np.random.default_rng(1).normal(size=(6, 2)),
-                      labels=np.zeros(6, "int64"))
-    assert (_np(memory.cluster_sizes()) > 0).all()
+def test_small_cluster_is_dissolved_and_the_largest_split():
+    # Cluster 0: two groups (around 0° and 90°); cluster 1: 3 rows near 180°;
+    # cluster 2: a single row at 40°, below min_cluster_size = 3.
+    features = _angles(0, 2, 4, 6, 88, 90, 92, 94, 178, 180, 182, 40)
+    labels = [0] * 8 + [1] * 3 + [2]
+    memory = ODCMemory(12, 2, num_clusters=3, min_cluster_size=3, seed=0)
+    _set(memory, features=features, labels=labels)
+    memory.recompute_centroids()
+    assert memory.deal_with_small_clusters() == 1
+    new = _np(memory.labels)
+    sizes = np.bincount(new, minlength=3)
+    assert sizes.min() >= 3 and sizes.sum() == 12
+    np.testing.assert_array_equal(new[8:11], [1, 1, 1])  # untouched
+    assert len(set(new[:4])) == 1 and len(set(new[4:8])) == 1 and new[0] != new[4]
+    assert {new[0], new[4]} == {0, 2}
+    for c in (0, 2):  # the two halves got their normalised mean as centroid
+        mean = features[new == c].sum(0)
+        np.testing.assert_allclose(_np(memory.centroids)[c], mean / np.linalg.norm(mean),
+                                   rtol=1e-5)
+    assert memory.deal_with_small_clusters() == 0
 
 
-def test_kmeans_recovers_separated_blobs():
-    rng = np.random.default_rng(2)
-    centres = np.eye(4)[:, :4] * 10
-    x = np.concatenate([rng.normal(c, 0.2, size=(15, 4)) for c in centres]).astype("float32")
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    labels = kmeans(x, 4, np.random.default_rng(0))
-    for i in range(4):
-        assert len(set(labels[15 * i: 15 * (i + 1)])) == 1
-    assert len(set(labels)) == 4
+def test_too_few_samples_for_min_size_still_keeps_every_cluster():
+    # N = 6 < K · 20: the threshold is N // K = 2; clusters 1 (1 row) and 2 (empty).
+    memory = ODCMemory(6, 2, num_clusters=3, min_cluster_size=20, seed=0)
+    _set(memory, features=_angles(0, 10, 100, 110, 200, 210), labels=[0, 0, 0, 0, 0, 1])
+    memory.recompute_centroids()
+    assert memory.deal_with_small_clusters() == 2
+    assert np.bincount(_np(memory.labels), minlength=3).min() >= 1
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(num_samples=10, feature_dim=4, num_clusters=20), "K larger than the data set"),
-    (dict(num_samples=10, feature_dim=4, num_clusters=1), "num_clusters"),
-    (dict(num_samples=10, feature_dim=4, momentum=0.0), "momentum"),
-    (dict(num_samples=10, feature_dim=0), "feature_dim"),
-])
-def test_bad_arguments(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        ODCMemory(**{"num_clusters": 2, **kwargs})
+# ------------------------------------------------------------------ k-means
+def _blobs(n_per=20, d=8, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = np.linalg.qr(rng.normal(size=(d, k)))[0].T  # orthonormal directions
+    x = np.concatenate([c + 0.05 * rng.normal(size=(n_per, d)) for c in centers])
+    return x.astype("float32"), np.repeat(np.arange(k), n_per)
 
 
-def test_bad_inputs():
-    memory = ODCMemory(4, 2, num_clusters=2, min_cluster_size=1)
-    with pytest.raises(ValueError, match=r"\(4, 2\); received \(3, 2\)"):
-        memory.initialize(np.ones((3, 2)))
-    with pytest.raises(ValueError, match="integer sample ids"):
+def test_initialize_by_kmeans_recovers_blobs():
+    x, truth = _blobs()
+    memory = ODCMemory(60, 8, num_clusters=3, min_cluster_size=5, seed=3)
+    memory.initialize(x)
+    labels = _np(memory.labels)
+    found = {int(labels[truth == b][0]) for b in range(3)}
+    assert found == {0, 1, 2}
+    for b in range(3):
+        assert len(set(labels[truth == b])) == 1
+    np.testing.assert_allclose(np.linalg.norm(_np(memory.features), axis=1), 1.0, rtol=1e-5)
+    assert int(_np(memory.initialized)) == 1
+    again = ODCMemory(60, 8, num_clusters=3, min_cluster_size=5, seed=3)
+    again.initialize(x)
+    _assert_same_state(memory, again)
+    labels_np, _ = kmeans(x, 3, seed=3)
+    np.testing.assert_array_equal(labels_np, labels)
+
+
+def test_initialize_with_labels_fills_empty_clusters():
+    x, _ = _blobs(n_per=4, k=2)
+    memory = ODCMemory(8, 8, num_clusters=3, min_cluster_size=2, seed=0)
+    memory.initialize(x, labels=np.zeros(8, "int64"))
+    # One pass guarantees non-empty clusters (a split half may still be small,
+    # as in the official code; the next pass fixes it).
+    assert np.bincount(_np(memory.labels), minlength=3).min() >= 1
+
+
+# -------------------------------------------------------------- bad input
+def test_bad_arguments_quote_the_value():
+    with pytest.raises(ValueError, match=r"K=300.*\(200\).*larger than the data set"):
+        ODCMemory(200, 8, num_clusters=300)
+    with pytest.raises(ValueError, match="num_clusters=1"):
+        ODCMemory(200, 8, num_clusters=1)
+    with pytest.raises(ValueError, match="momentum=1.5"):
+        ODCMemory(200, 8, momentum=1.5)
+    memory = ODCMemory(12, 2, num_clusters=3)
+    with pytest.raises(ValueError, match=r"\(12, 2\).*\(10, 3\)"):
+        memory.initialize(np.ones((10, 3), "float32"))
+    with pytest.raises(ValueError, match="float32"):
         memory.update(np.array([0.0, 1.0], "float32"), np.ones((2, 2), "float32"))
+    with pytest.raises(ValueError, match=r"\(2, 5\)"):
+        memory.update(np.array([0, 1]), np.ones((2, 5), "float32"))
+    with pytest.raises(ValueError, match="memory"):
+        ODCCallback("odc")
 
 
-class Holder(keras.Model):
-    """A tiny model whose step updates the memory, as MoCoV2 does."""
-
-    def __init__(self, **kwargs):
+# ---------------------------------------------------------------- saving
+@keras.saving.register_keras_serializable(package="test_odc")
+class _Holder(keras.Model):
+    def __init__(self, num_samples=12, **kwargs):
         super().__init__(**kwargs)
-        self.dense = keras.layers.Dense(2)
-        self.odc = ODCMemory(8, 2, num_clusters=2, min_cluster_size=1, seed=0)
+        self.num_samples = num_samples
+        self.odc = ODCMemory(num_samples, 2, num_clusters=3, min_cluster_size=2, seed=1)
+        self.dense = keras.layers.Dense(1)
 
     def call(self, x):
-        return self.dense(x["x"])
+        return self.dense(x)
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        self.odc.update(keras.ops.cast(x["ids"], "int32"), y_pred)
-        return keras.ops.mean(keras.ops.square(y_pred))
+    def get_config(self):
+        return {**super().get_config(), "num_samples": self.num_samples}
 
 
-def test_save_load_round_trip(tmp_path):
-    model = Holder()
-    x = {"x": np.random.default_rng(0).normal(size=(8, 3)).astype("float32"),
-         "ids": np.arange(8)}
-    model(x)
-    model.odc.initialize(np.random.default_rng(1).normal(size=(8, 2)))
-    path = str(tmp_path / "m.weights.h5")
-    model.save_weights(path)
-    other = Holder()
-    other(x)
-    other.load_weights(path)
-    for a, b in zip(model.odc.weights, other.odc.weights):
-        np.testing.assert_array_equal(_np(a), _np(b))
+def test_state_survives_save_and_load(tmp_path):
+    model = _Holder()
+    model(np.zeros((1, 2), "float32"))
+    model.odc.initialize(_twelve_rows())
+    model.odc.update(np.array([0, 5]), np.array([[1, 2], [3, -1]], "float32"))
+    assert model.odc.get_config()["min_cluster_size"] == 2
+    path = str(tmp_path / "holder.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    _assert_same_state(model.odc, loaded.odc)
+    model.save_weights(str(tmp_path / "holder.weights.h5"))
+    fresh = _Holder()
+    fresh(np.zeros((1, 2), "float32"))
+    assert int(_np(fresh.odc.initialized)) == 0
+    fresh.load_weights(str(tmp_path / "holder.weights.h5"))
+    _assert_same_state(model.odc, fresh.odc)
+
+
+# -------------------------------------------------------- compiled update
+def _twelve_rows():
+    return _angles(0, 10, 20, 30, 120, 130, 140, 150, 240, 250, 260, 270)
+
+
+def _memory_pair():
+    x = _twelve_rows()
+    a, b = (ODCMemory(12, 2, num_clusters=3, min_cluster_size=2, seed=1) for _ in range(2))
+    a.initialize(x)
+    b.initialize(x)
+    ids = np.array([3, 0, 11, 6], "int32")
+    feats = np.random.default_rng(1).normal(size=(4, 2)).astype("float32")
+    return a, b, ids, feats
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.function: TensorFlow backend")
+def test_update_inside_tf_function_matches_eager():
+    import tensorflow as tf
+
+    eager, compiled, ids, feats = _memory_pair()
+    want = eager.update(ids, feats)
+    got = tf.function(compiled.update)(tf.constant(ids), tf.constant(feats))
+    np.testing.assert_array_equal(_np(got["labels"]), _np(want["labels"]))
+    _assert_same_state(eager, compiled)
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="jax.jit: JAX backend")
+def test_update_under_jax_jit_stateless_matches_eager():
+    import jax
+
+    eager, compiled, ids, feats = _memory_pair()
+    want = eager.update(ids, feats)
+    variables = [compiled.features, compiled.labels, compiled.centroids]
+
+    @jax.jit
+    def step(values, ids, feats):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))) as scope:
+            out = compiled.update(ids, feats)
+        return out, [scope.get_current_value(v) for v in variables]
+
+    out, new = step([v.value for v in variables], ids, feats)
+    for v, value in zip(variables, new):
+        v.assign(value)
+    np.testing.assert_array_equal(_np(out["labels"]), _np(want["labels"]))
+    _assert_same_state(eager, compiled)
+
+
+# ------------------------------------------------------------- fit + callback
+class _Clusterer(StepModel):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.odc = ODCMemory(8, 2, num_clusters=3, min_cluster_size=2, seed=0)
+        self.dense = keras.layers.Dense(1)
+        self.dense.build((None, 2))
+        self.built = True
+        self.add_tracker(keras.metrics.Mean(name="loss"))
+
+    def compute_train_loss(self, x, y=None):
+        self.odc.update(x["ids"], ops.stop_gradient(x["features"]))
+        loss = ops.mean(ops.square(self.dense(x["features"])))
+        self.track("loss", loss)
+        return loss
+
+
+def _start(memory):
+    # Cluster 2 has one row and a zero centroid, so the first update (which
+    # re-labels row 7) empties it: the callback has a cluster to refill.
+    _set(memory, features=_angles(0, 30, 100, 130, 200, 230, 300, 330),
+         labels=[0, 0, 0, 1, 1, 1, 1, 2], centroids=[[1, 0], [-1, 0], [0, 0]])
 
 
 @pytest.mark.training
-def test_fit_updates_in_step_and_callback_writes_between_steps():
-    """In-step updates and the callback's host-side writes both land (on JAX
-    too, where the trainer keeps the variables in its own state)."""
-    model = Holder()
-    rng = np.random.default_rng(0)
-    x = {"x": rng.normal(size=(8, 3)).astype("float32"), "ids": np.arange(8)}
-    model(x)
-    model.odc.initialize(rng.normal(size=(8, 2)))
-    before = _np(model.odc.features).copy()
-    model.compile(optimizer="sgd")
-    callback = ODCCallback(model.odc, centroid_interval=1)
-    model.fit(x, np.zeros((8,)), batch_size=4, epochs=2, verbose=0, callbacks=[callback])
-    features = _np(model.odc.features)
-    assert not np.allclose(features, before)  # the step's writes reached the variables
-    labels = _np(model.odc.labels)
-    means = np.stack([features[labels == c].mean(0) for c in range(2) if (labels == c).any()])
-    # The callback recomputed the centroids from the final memory after the last batch.
-    np.testing.assert_allclose(_np(model.odc.centroids)[np.unique(labels)], means, rtol=1e-5,
-                               atol=1e-6)
-    assert len(callback.history) == 2 and sum(callback.history[-1]["cluster_sizes"]) == 8
+def test_fit_with_callback_matches_the_eager_sequence():
+    # On JAX the host-side writes of the callback (centroids, the small-cluster
+    # fix) only reach the next compiled step, and outlive the epoch, through
+    # the state sync that reading `callback.model` triggers.
+    model = _Clusterer()
+    _start(model.odc)
+    ids = np.array([5, 2, 7, 0, 3, 6, 1, 4], "int32")
+    feats = np.random.default_rng(0).normal(size=(8, 2)).astype("float32")
+    callback = ODCCallback(model.odc, centroid_interval=1, small_cluster_interval=1)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    history = model.fit({"ids": ids, "features": feats}, batch_size=4, epochs=2,
+                        shuffle=False, verbose=0, callbacks=[callback])
+
+    ref, no_callback = ODCMemory(8, 2, 3, min_cluster_size=2, seed=0), \
+        ODCMemory(8, 2, 3, min_cluster_size=2, seed=0)
+    _start(ref)
+    _start(no_callback)
+    fixed = []
+    for _ in range(2):
+        for b in (slice(0, 4), slice(4, 8)):
+            ref.update(ids[b], feats[b])
+            no_callback.update(ids[b], feats[b])
+            ref.recompute_centroids()
+            fixed.append(ref.deal_with_small_clusters())
+    assert fixed[0] >= 1  # the callback had something to fix
+    assert not np.allclose(_np(ref.centroids), _np(no_callback.centroids))
+    _assert_same_state(model.odc, ref)
+    assert [h["epoch"] for h in callback.history] == [0, 1]
+    assert callback.history[-1]["cluster_sizes"] == list(np.bincount(_np(ref.labels),
+                                                                     minlength=3))
+    assert history.history["odc_min_cluster"][-1] == callback.history[-1]["min_size"]
+
+
+def test_callback_intervals():
+    memory = ODCMemory(8, 2, num_clusters=3)
+    calls = []
+    memory.recompute_centroids = lambda: calls.append("c")
+    memory.deal_with_small_clusters = lambda: calls.append("s")
+    callback = ODCCallback(memory, centroid_interval=3, small_cluster_interval=2)
+    callback.set_model(keras.Sequential([keras.layers.Dense(1)]))
+    for batch in range(6):
+        callback.on_train_batch_end(batch)
+    assert calls == []  # not initialised yet
+    memory.initialized.assign(1)
+    for batch in range(6):
+        callback.on_train_batch_end(batch)
+    # batches 7..12 of the fit: 8 s, 9 c, 10 s, 12 c s
+    assert calls == ["s", "c", "s", "c", "s"]
+
+
+MIRRORED_SCRIPT = r'''
+import os
+os.environ["KERAS_BACKEND"] = "tensorflow"
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras, numpy as np
+from keras import ops
+from keras_amix.models.odc import ODCCallback, ODCMemory, all_gather
+from keras_amix.training.step import StepModel
+
+
+class Clusterer(StepModel):
+    def __init__(self):
+        super().__init__()
+        self.odc = ODCMemory(16, 2, num_clusters=3, min_cluster_size=2, seed=0)
+        self.dense = keras.layers.Dense(1)
+        self.dense.build((None, 2))
+        self.built = True
+        self.add_tracker(keras.metrics.Mean(name="loss"))
+
+    def compute_train_loss(self, x, y=None):
+        self.odc.update(all_gather(x["ids"]), all_gather(x["features"]))
+        loss = ops.mean(ops.square(self.dense(x["features"])))
+        self.track("loss", loss)
+        return loss
+
+
+def start(memory):
+    angles = np.deg2rad(np.arange(16) * 22.5)
+    memory.features.assign(np.stack([np.cos(angles), np.sin(angles)], 1).astype("float32"))
+    memory.labels.assign(np.array([0] * 8 + [1] * 7 + [2], "int32"))
+    memory.centroids.assign(np.array([[1, 0], [-1, 0], [0, 0]], "float32"))
+    memory.initialized.assign(1)
+
+
+rng = np.random.default_rng(0)
+ids = rng.permutation(16).astype("int32")
+feats = rng.normal(size=(16, 2)).astype("float32")
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    model = Clusterer()
+    start(model.odc)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+ds = tf.data.Dataset.from_tensor_slices({"ids": ids, "features": feats}).batch(8)
+model.fit(ds, epochs=2, verbose=0, callbacks=[ODCCallback(model.odc, 1, 1)])
+
+ref = ODCMemory(16, 2, num_clusters=3, min_cluster_size=2, seed=0)
+start(ref)
+fixed = []
+for _ in range(2):
+    for b in (slice(0, 8), slice(8, 16)):
+        ref.update(ids[b], feats[b])
+        ref.recompute_centroids()
+        fixed.append(ref.deal_with_small_clusters())
+assert fixed[0] >= 1, fixed
+for name in ("features", "labels", "centroids"):
+    got = np.asarray(getattr(model.odc, name).numpy())
+    np.testing.assert_allclose(got, getattr(ref, name).numpy(), rtol=1e-5, atol=1e-6,
+                               err_msg=name)
+print("MIRRORED_OK")
+'''
+
+
+@pytest.mark.backend_independent
+def test_mirrored_strategy_updates_every_all_gathered_row():
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=root, KERAS_BACKEND="tensorflow")
+    result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT], capture_output=True,
+                            text=True, env=env, timeout=300)
+    assert "MIRRORED_OK" in result.stdout, result.stderr[-3000:]
+
+
+# ------------------------------------------- AMix-C's memory under both strategies
+def _run_script(script, backend):
+    """Runs `script` in a fresh Python process (its own devices and backend)."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=root, KERAS_BACKEND=backend)
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=600)
+
+
+AMIX_C_MIRRORED_SCRIPT = r'''
+import os
+os.environ["KERAS_BACKEND"] = "tensorflow"
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras, numpy as np
+from keras_amix import backbones
+from keras_amix.models import AMixSSL
+
+rng = np.random.default_rng(0)
+v1, v2 = (rng.normal(size=(8, 16, 16, 3)).astype("float32") for _ in range(2))
+ids = np.arange(8)[::-1].copy()
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    # momentum 1: the key encoder stays fixed, so the keys are reproducible.
+    model = AMixSSL(backbones.resnet(18, width=8), variant="cluster", num_samples=8,
+                    num_clusters=2, odc_kwargs={"min_cluster_size": 1}, projection_dim=8,
+                    hidden_dim=16, queue_size=12, momentum=1.0, seed=0)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+start = rng.normal(size=(8, 8)).astype("float32")
+model.odc.initialize(start)
+before = keras.ops.convert_to_numpy(model.odc.features).copy()
+ds = tf.data.Dataset.from_tensor_slices({"view1": v1, "view2": v2, "ids": ids}).batch(8)
+model.fit(ds, epochs=1, verbose=0)
+# Each replica's keys (BatchNorm over its own 4 samples), all-gathered in order,
+# land in the one memory at the all-gathered ids: both halves of the batch.
+keys = np.concatenate([keras.ops.convert_to_numpy(model.key_embedding(v2[i:i + 4]))
+                       for i in (0, 4)])
+rows = before[ids] * 0.5 + keys * 0.5
+rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+memory = keras.ops.convert_to_numpy(model.odc.features)
+np.testing.assert_allclose(memory[ids], rows, atol=1e-4)
+centroids = keras.ops.convert_to_numpy(model.odc.centroids)
+labels = keras.ops.convert_to_numpy(model.odc.labels)
+np.testing.assert_array_equal(labels, np.argmax(memory @ centroids.T, axis=1))
+print("MIRRORED_ODC_OK")
+'''
+
+
+@pytest.mark.backend_independent
+def test_amix_c_under_mirrored_strategy_writes_all_replicas_into_one_memory():
+    result = _run_script(AMIX_C_MIRRORED_SCRIPT, "tensorflow")
+    assert "MIRRORED_ODC_OK" in result.stdout, result.stderr[-3000:]
+
+
+AMIX_C_DATA_PARALLEL_SCRIPT = r'''
+import os
+os.environ["KERAS_BACKEND"] = "jax"
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+import jax, keras, numpy as np
+from keras_amix import backbones
+from keras_amix.models import AMixSSL
+
+assert len(jax.devices()) == 2, jax.devices()
+rng = np.random.default_rng(0)
+v1, v2 = (rng.normal(size=(16, 16, 16, 3)).astype("float32") for _ in range(2))
+ids = rng.permutation(16)
+start = rng.normal(size=(16, 8)).astype("float32")
+
+
+def run(parallel):
+    keras.utils.clear_session()  # (this also drops the global distribution)
+    keras.distribution.set_distribution(
+        keras.distribution.DataParallel(devices=jax.devices()) if parallel else None)
+    keras.utils.set_random_seed(0)
+    model = AMixSSL(backbones.resnet(18, width=8), variant="cluster", num_samples=16,
+                    num_clusters=2, odc_kwargs={"min_cluster_size": 1}, projection_dim=8,
+                    hidden_dim=16, queue_size=16, momentum=0.9, seed=0)
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+    model.odc.initialize(start)
+    model.fit({"view1": v1, "view2": v2, "ids": ids}, batch_size=8, epochs=1,
+              shuffle=False, verbose=0)
+    return (np.asarray(model.odc.features), np.asarray(model.odc.labels),
+            model.odc.features.value.sharding)
+
+
+single, single_labels, sharding = run(parallel=False)
+assert len(sharding.device_set) == 1, sharding
+memory, labels, sharding = run(parallel=True)
+assert len(sharding.device_set) == 2, sharding  # one memory, replicated over the mesh
+# Two steps of float32 reduction-order differences (see the MoCo queue test).
+np.testing.assert_allclose(memory, single, atol=2 * 576 * float(np.finfo(np.float32).eps))
+np.testing.assert_array_equal(labels, single_labels)
+print("DATA_PARALLEL_ODC_OK")
+'''
+
+
+@pytest.mark.backend_independent
+def test_amix_c_under_jax_data_parallel_memory_equals_single_device():
+    result = _run_script(AMIX_C_DATA_PARALLEL_SCRIPT, "jax")
+    assert "DATA_PARALLEL_ODC_OK" in result.stdout, result.stderr[-3000:]
