@@ -1,8 +1,9 @@
 r"""Training-step time of AutoMix / AMix (and static mixers) relative to vanilla.
 
-All models are built once and timed side by side in interleaved rounds on the
-same batch (ResNet-18, CIFAR stem); the table reports the median step time
-and its ratio to the vanilla step. Run under each backend:
+All models are built once, by `experiments.train_supervised` (its `cpu_cifar10`
+recipe: the model, α and optimizer a user's run gets), and timed side by side in
+interleaved rounds on the same batch (ResNet-18, CIFAR stem); the table reports
+the median step time and its ratio to the vanilla step. Run under each backend:
 
     KERAS_BACKEND=tensorflow python -m benchmarks.bench_amix_step
     KERAS_BACKEND=jax python -m benchmarks.bench_amix_step --out=runs/bench/amix_step_jax.json
@@ -25,18 +26,13 @@ flags.DEFINE_string("out", "runs/bench/amix_step.json", "JSON output.")
 
 
 def build(method, num_classes):
-    import keras
+    """The binary's model and optimizer for `method` (the `cpu_cifar10` recipe)."""
+    from experiments import train_supervised as ts
 
-    from keras_amix import backbones, models
-
-    backbone = backbones.resnet(18, width=FLAGS.width, input_shape=(FLAGS.image_size,) * 2 + (3,))
-    if method == "vanilla":
-        model = models.MixupClassifier(backbone, num_classes)
-    elif method in ("automix", "amix"):
-        model = models.AMixClassifier(backbone, num_classes, mix_block=method, total_steps=1000)
-    else:
-        model = models.MixupClassifier(backbone, num_classes, mixer=method)
-    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+    cfg = ts.config_for("cpu_cifar10", method=method, width=FLAGS.width,
+                        image_size=FLAGS.image_size, batch_size=FLAGS.batch_size)
+    model = ts.build_model(cfg, num_classes, total_steps=1000)
+    model.compile(optimizer=ts.make_optimizer(cfg, steps_per_epoch=50))
     return model
 
 

@@ -1,8 +1,10 @@
 r"""Training-step time of MoCo v2 variants relative to plain MoCo v2.
 
-All models are built once and timed side by side in interleaved rounds on the
-same two-view batch (ResNet-18, CIFAR stem); the table reports the median step
-time and its ratio to the first method (plain MoCo v2). Run under each backend:
+All models are built once, by `experiments.train_selfsup` (its `cpu_cifar10`
+recipe: the model, α and optimizer a user's run gets), and timed side by side in
+interleaved rounds on the same two-view batch (ResNet-18, CIFAR stem); the table
+reports the median step time and its ratio to the first method (plain MoCo v2).
+Run under each backend:
 
     KERAS_BACKEND=tensorflow python -m benchmarks.bench_moco_step
     KERAS_BACKEND=jax python -m benchmarks.bench_moco_step --out=runs/bench/moco_step_jax.json
@@ -28,21 +30,17 @@ flags.DEFINE_string("out", "runs/bench/moco_step.json", "JSON output.")
 
 
 def build(method):
-    import keras
+    """The binary's model and optimizer for `method` (the `cpu_cifar10` recipe);
+    the ODC methods cluster the one batch into 8 clusters."""
+    from experiments import common as exp_common
+    from experiments import train_selfsup as tss
 
-    from keras_amix import backbones, models
-
-    backbone = backbones.resnet(18, width=FLAGS.width, input_shape=(FLAGS.image_size,) * 2 + (3,))
-    clusters = dict(num_samples=FLAGS.batch_size, num_clusters=8)  # ODC over the one batch
-    if method in ("amix_i", "amix_c"):
-        variant = "instance" if method == "amix_i" else "cluster"
-        model = models.AMixSSL(backbone, variant=variant, queue_size=FLAGS.queue_size, seed=0,
-                               **(clusters if variant == "cluster" else {}))
-    else:
-        model = models.MoCoV2(backbone, queue_size=FLAGS.queue_size,
-                              mixer=None if method == "mocov2" else method, seed=0,
-                              **(clusters if method == "inter_intra" else {}))
-    model.compile(optimizer=keras.optimizers.SGD(0.03, momentum=0.9))
+    clusters = {"num_clusters": 8} if method in tss.CLUSTER_METHODS else {}
+    cfg = tss.config_for("cpu_cifar10", method=method, width=FLAGS.width,
+                         image_size=FLAGS.image_size, batch_size=FLAGS.batch_size,
+                         queue_size=FLAGS.queue_size, per_class_limit=None, **clusters)
+    model = tss.build_model(cfg, num_samples=FLAGS.batch_size)
+    model.compile(optimizer=exp_common.cosine_sgd(cfg, cfg.lr, steps_per_epoch=50))
     return model
 
 

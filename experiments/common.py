@@ -17,8 +17,8 @@ import tempfile
 
 from absl import flags as absl_flags
 
-# The flags `define_flags` defines belong to the calling binary (they are its
-# key flags, listed by `--help`), not to this module.
+# The flags `define_config_flags` defines belong to the calling binary (listed
+# under its name by `--help`), not to this module.
 absl_flags.disclaim_key_flags()
 
 BACKBONES = {
@@ -97,24 +97,69 @@ TFDS_DATASETS = ("cifar10", "cifar100", "stl10", "caltech_birds2011", "imagenet2
 EMBEDDED_DATASETS = ("digits",)  # data.DATASETS entries with source "digits"
 
 
-def define_flags(config_cls, names, **helps):
-    """Defines the absl flags `names` (keys of SHARED_FLAGS) for a binary.
+def flag(default, help, check=None, comma_list=False):
+    """A config field declared once: its default, its flag's `--help` text and its check.
 
-    Defaults and types come from the `config_cls` dataclass; `helps`
-    overrides a help text where the binary gives the flag a narrower meaning.
-    Returns the checks of those flags (from `SHARED_CHECKS`), for the binary's
-    `CHECKS` table.
-    `allow_override`: the binaries share flag names and the tests import
-    several of them into one process.
+    `define_config_flags` turns every field of a binary's `Config` into a flag;
+    a field without `flag(...)` takes its help (and check) from `SHARED_FLAGS`
+    (`SHARED_CHECKS`). `check` defaults to the shared one of the same name. A
+    tuple field is a repeatable flag (`--x=a --x=b`), or with `comma_list` one
+    comma-separated flag (`--x=a,b`).
     """
-    define = {str: absl_flags.DEFINE_string, int: absl_flags.DEFINE_integer,
-              float: absl_flags.DEFINE_float, bool: absl_flags.DEFINE_bool}
-    fields = {f.name: f for f in dataclasses.fields(config_cls)}
-    for name in names:
-        field = fields[name]
-        define[field.type](name, field.default, helps.get(name, SHARED_FLAGS[name]),
-                           allow_override=True)
-    return {name: SHARED_CHECKS[name] for name in names if name in SHARED_CHECKS}
+    return dataclasses.field(default=default, metadata={"help": help, "check": check,
+                                                        "comma_list": comma_list})
+
+
+_DEFINE = {str: absl_flags.DEFINE_string, int: absl_flags.DEFINE_integer,
+           float: absl_flags.DEFINE_float, bool: absl_flags.DEFINE_bool,
+           tuple: absl_flags.DEFINE_multi_string}
+
+
+def define_config_flags(config_cls, flag_values):
+    """Defines one absl flag per field of the `config_cls` dataclass in `flag_values`
+    (the binary's own `FlagValues`): the field's name, type and default, its help
+    from `flag(...)` or `SHARED_FLAGS`. A tuple field is a repeatable string flag.
+
+    Returns the fields' checks ({name: check}, bools need none), for the binary's
+    `CHECKS` table; a field with neither a help nor a shared one is a TypeError.
+    """
+    checks = {}
+    for field in dataclasses.fields(config_cls):
+        help_text = field.metadata.get("help") or SHARED_FLAGS.get(field.name)
+        if help_text is None or field.type not in _DEFINE:
+            raise TypeError(f"Config field {field.name!r} needs common.flag(default, help) "
+                            f"and a type in {[t.__name__ for t in _DEFINE]}; got {field.type!r}.")
+        define, default = _DEFINE[field.type], field.default
+        if field.type is tuple:
+            default = [str(v) for v in default]
+            if field.metadata.get("comma_list"):
+                define = absl_flags.DEFINE_list
+        define(field.name, default, help_text, flag_values=flag_values)
+        check = field.metadata.get("check") or SHARED_CHECKS.get(field.name)
+        if check is not None:
+            checks[field.name] = check
+    return checks
+
+
+def binary_flags(config_cls, presets, workdir, smoke, doc, workdir_help="Output folder."):
+    """The flags of a binary, in its own `absl.flags.FlagValues` (not absl's global
+    FLAGS, so that binaries sharing flag names import into one process):
+    `--preset` (a key of `presets`), one flag per field of `config_cls`
+    (`define_config_flags`), `--smoke` (help `smoke`) and `--workdir` (default
+    `workdir`, help `workdir_help`). Every check runs when the flags are parsed (and again, through
+    `check_fields`, on the resolved config).
+
+    Returns (flag_values, checks, parse): `parse` is `app.run`'s
+    `flags_parser` (`flags_parser(flag_values, doc)`).
+    """
+    values = absl_flags.FlagValues()
+    absl_flags.DEFINE_enum("preset", "demo", sorted(presets),
+                           "Starting configuration; flags override it.", flag_values=values)
+    checks = {**define_config_flags(config_cls, values), "workdir": text()}
+    absl_flags.DEFINE_bool("smoke", False, smoke, flag_values=values)
+    absl_flags.DEFINE_string("workdir", workdir, workdir_help, flag_values=values)
+    register_checks(checks, values)
+    return values, checks, flags_parser(values, doc)
 
 
 def resolve(config, flags, names):
@@ -220,10 +265,10 @@ SHARED_CHECKS = {
 }
 
 
-def register_checks(checks):
-    """Runs `checks[name]` on each flag `--name` when the flags are parsed."""
+def register_checks(checks, flag_values):
+    """Runs `checks[name]` on each flag `--name` of `flag_values` when they are parsed."""
     for name, check in checks.items():
-        absl_flags.register_validator(name, _validator(name, check))
+        absl_flags.register_validator(name, _validator(name, check), flag_values=flag_values)
 
 
 def _validator(name, check):
@@ -306,13 +351,30 @@ def usage_errors():
         usage_error(err)
 
 
-def parse_flags(argv):
-    """`app.run`'s `flags_parser`: absl's parsing (the checks run as flag
-    validators) with a bad flag reported by `usage_error`."""
-    try:
-        return absl_flags.FLAGS(argv)
-    except absl_flags.Error as err:
-        usage_error(err)
+HELP_ARGS = ("-h", "-?", "-help", "--help", "-helpshort", "--helpshort", "-helpfull",
+             "--helpfull")
+
+
+def flags_parser(flag_values, doc):
+    """`app.run`'s `flags_parser` for a binary whose flags live in its own
+    `FlagValues` (so that binaries sharing flag names import into one process
+    without `allow_override`): `--help` prints `doc` and every flag of the binary
+    with its default, then exits 0; the binary's flags are parsed (their checks
+    run as validators), the rest goes to absl's own flags (`--verbosity`, ...);
+    a bad flag is one `usage_error` line."""
+
+    def parse(argv):
+        if any(arg in HELP_ARGS for arg in argv[1:]):
+            sys.stdout.write(f"{doc.strip()}\n\nflags:\n\n"
+                             f"{flag_values.get_help(include_special_flags=False)}\n")
+            sys.exit(0)
+        try:
+            rest = flag_values(argv, known_only=True)
+            return absl_flags.FLAGS(rest)
+        except absl_flags.Error as err:
+            usage_error(err)
+
+    return parse
 
 
 def write_text(path, text):

@@ -44,67 +44,8 @@ import dataclasses
 import os
 
 from absl import app
-from absl import flags
 
 from experiments import common
-
-
-@dataclasses.dataclass(frozen=True)
-class Config:
-    encoder: str = None
-    dataset: str = "digits"
-    data_dir: str = None
-    download: bool = False
-    train_split: str = "train"
-    test_split: str = "test"
-    image_size: int = None  # None: the encoder's input size
-    augment: str = "none"
-    epochs: int = 100
-    batch_size: int = 256
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    decay_at: tuple = (0.3, 0.6)  # fractions of the epochs where lr is multiplied by 0.1
-    per_class_limit: int = None
-    test_per_class_limit: int = None
-    max_train_examples: int = None
-    max_test_examples: int = None
-    seed: int = 0
-    trust_saved_model: bool = False  # a SavedModel encoder runs its own graph
-
-
-PRESETS = {
-    "demo": Config(),
-    "stl10": Config(dataset="stl10", augment="imagenet"),
-    "tiny_imagenet": Config(dataset="tiny_imagenet", test_split="val", augment="imagenet"),
-    "imagenet": Config(dataset="imagenet2012", test_split="validation", augment="imagenet",
-                       lr=30.0),
-    # The labelled part of the CPU self-supervised budget, full test set.
-    "cpu_cifar10": Config(per_class_limit=1000),
-}
-
-FLAGS = flags.FLAGS
-flags.DEFINE_enum("preset", "demo", sorted(PRESETS), "Starting configuration; flags override it.", allow_override=True)
-SHARED_CHECKS = common.define_flags(Config, [
-    "dataset", "data_dir", "download", "train_split", "test_split", "image_size", "epochs",
-    "batch_size", "lr", "weight_decay", "momentum", "per_class_limit", "test_per_class_limit",
-    "max_train_examples", "max_test_examples", "seed",
-], train_split="Labelled split the linear layer trains on.",
-   image_size="Image size (default: the encoder's input size).",
-   epochs="Epochs of linear training.", batch_size="Batch size.", lr="Initial learning rate.")
-flags.DEFINE_string("encoder", None, "encoder.keras / model.keras of a keras-amix run, or a "
-                    "SavedModel folder (needs --trust_saved_model).", allow_override=True)
-flags.DEFINE_bool("trust_saved_model", Config.trust_saved_model,
-                  "Allow a SavedModel folder as --encoder. Loading a SavedModel runs whatever "
-                  "TensorFlow graph it holds (arbitrary ops, file access), unlike a .keras "
-                  "file, which loads in Keras' safe mode: pass it only for folders you trust.",
-                  allow_override=True)
-flags.DEFINE_string("augment", Config.augment, "none (features computed once) | cifar | imagenet", allow_override=True)
-flags.DEFINE_list("decay_at", ["0.3", "0.6"], "Fractions of the epochs where lr is multiplied by 0.1.", allow_override=True)
-flags.DEFINE_bool("smoke", False, "Tiny and fast: a few images per class, 2 epochs.", allow_override=True)
-flags.DEFINE_string("workdir", "runs/linear_eval", "Output folder.", allow_override=True)
-
-CONFIG_FLAGS = [f.name for f in dataclasses.fields(Config)]
 
 
 def _check_decay_at(name, value):
@@ -118,17 +59,60 @@ def _check_decay_at(name, value):
         )
 
 
-# Every flag's own check, run when the flags are parsed and again on the
-# resolved config (common.check_fields).
-CHECKS = {
-    **SHARED_CHECKS,
-    "encoder": common.text(optional=True),  # required: validate() says so
-    "image_size": common.number(1, integer=True, optional=True),
-    "augment": common.choice(("none", "cifar", "imagenet")),
-    "decay_at": _check_decay_at,
-    "workdir": common.text(),
+AUGMENTS = ("none", "cifar", "imagenet")
+
+
+# Every field is a flag (`common.define_config_flags`); the fields shared by the
+# binaries take their help and check from `common.SHARED_FLAGS` / `SHARED_CHECKS`.
+@dataclasses.dataclass(frozen=True)
+class Config:
+    encoder: str = common.flag(None, "encoder.keras / model.keras of a keras-amix run, or a "
+                               "SavedModel folder (needs --trust_saved_model).",
+                               common.text(optional=True))  # required: validate() says so
+    dataset: str = "digits"
+    data_dir: str = None
+    download: bool = False
+    train_split: str = common.flag("train", "Labelled split the linear layer trains on.")
+    test_split: str = "test"
+    image_size: int = common.flag(None, "Image size (default: the encoder's input size).",
+                                  common.number(1, integer=True, optional=True))
+    augment: str = common.flag("none", "none (features computed once) | cifar | imagenet",
+                               common.choice(AUGMENTS))
+    epochs: int = common.flag(100, "Epochs of linear training.")
+    batch_size: int = common.flag(256, "Batch size.")
+    lr: float = common.flag(0.1, "Initial learning rate.")
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    decay_at: tuple = common.flag((0.3, 0.6), "Fractions of the epochs where lr is multiplied "
+                                  "by 0.1.", _check_decay_at, comma_list=True)
+    per_class_limit: int = None
+    test_per_class_limit: int = None
+    max_train_examples: int = None
+    max_test_examples: int = None
+    seed: int = 0
+    trust_saved_model: bool = common.flag(
+        False, "Allow a SavedModel folder as --encoder. Loading a SavedModel runs whatever "
+        "TensorFlow graph it holds (arbitrary ops, file access), unlike a .keras file, which "
+        "loads in Keras' safe mode: pass it only for folders you trust.")
+
+
+PRESETS = {
+    "demo": Config(),
+    "stl10": Config(dataset="stl10", augment="imagenet"),
+    "tiny_imagenet": Config(dataset="tiny_imagenet", test_split="val", augment="imagenet"),
+    "imagenet": Config(dataset="imagenet2012", test_split="validation", augment="imagenet",
+                       lr=30.0),
+    # The labelled part of the CPU self-supervised budget, full test set.
+    "cpu_cifar10": Config(per_class_limit=1000),
 }
-common.register_checks(CHECKS)
+
+# The binary's own flags (`FLAGS`, its own absl FlagValues): --preset, one per
+# Config field, --smoke, --workdir. Every flag's check runs when the flags are
+# parsed and again on the resolved config (common.check_fields).
+FLAGS, CHECKS, parse_flags = common.binary_flags(
+    Config, PRESETS, workdir="runs/linear_eval",
+    smoke="Tiny and fast: a few images per class, 2 epochs.", doc=__doc__)
+CONFIG_FLAGS = [f.name for f in dataclasses.fields(Config)]
 
 
 def resolve_config():
@@ -456,4 +440,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=common.parse_flags)
+    app.run(main, flags_parser=parse_flags)

@@ -115,20 +115,24 @@ SUITES = {
         description="paper Table 2, Tiny-ImageNet (400 epochs; for GPUs)"),
 }
 
-FLAGS = flags.FLAGS
+# The binary's own flags (not absl's global FLAGS), as the other binaries.
+FLAGS = flags.FlagValues()
 flags.DEFINE_enum("suite", "smoke", sorted(SUITES), "Which suite to run: " + "; ".join(
-    f"{name}: {suite.description}" for name, suite in SUITES.items()))
-flags.DEFINE_integer("seeds", 3, "Seeds per row (0, 1, ..., N-1).", lower_bound=1)
+    f"{name}: {suite.description}" for name, suite in SUITES.items()), flag_values=FLAGS)
+flags.DEFINE_integer("seeds", 3, "Seeds per row (0, 1, ..., N-1).", lower_bound=1,
+                     flag_values=FLAGS)
 flags.DEFINE_integer("jobs", None, "Runs at a time (default: the suite's, 2 for smoke, "
-                     "else 1).", lower_bound=1)
+                     "else 1).", lower_bound=1, flag_values=FLAGS)
 flags.DEFINE_bool("resume", False, "Continue a suite folder: skip finished runs, resume "
-                  "interrupted ones from their backups.")
-flags.DEFINE_string("suite_workdir", None, "Suite folder (default runs/reproduce/SUITE).")
+                  "interrupted ones from their backups.", flag_values=FLAGS)
+flags.DEFINE_string("suite_workdir", None, "Suite folder (default runs/reproduce/SUITE).",
+                    flag_values=FLAGS)
 flags.DEFINE_string("data", None, "Data set passed to every run as --dataset (required by "
-                    "suites on data that is not embedded, e.g. the CIFAR-10 JPEG copy).")
+                    "suites on data that is not embedded, e.g. the CIFAR-10 JPEG copy).",
+                    flag_values=FLAGS)
 flags.DEFINE_multi_string("run_flag", [], "Extra flag for every run, e.g. "
-                          "--run_flag=--epochs=50 (repeatable).")
-flags.DEFINE_bool("plots", True, "Write accuracy_vs_time.png and masks.png.")
+                          "--run_flag=--epochs=50 (repeatable).", flag_values=FLAGS)
+flags.DEFINE_bool("plots", True, "Write accuracy_vs_time.png and masks.png.", flag_values=FLAGS)
 
 
 @dataclasses.dataclass
@@ -439,4 +443,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=common.flags_parser(FLAGS, __doc__))

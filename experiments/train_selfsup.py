@@ -37,7 +37,6 @@ import dataclasses
 import os
 
 from absl import app
-from absl import flags
 
 from experiments import common
 
@@ -63,14 +62,15 @@ class Config:
     dataset: str = "digits"
     data_dir: str = None
     download: bool = False
-    train_split: str = "train"
-    image_size: int = 32
+    train_split: str = common.flag("train", "Split to train on (labels unused).")
+    image_size: int = common.flag(32, "View size (square).")
     backbone: str = "resnet18"
     width: int = 16
     stem: str = "cifar"
-    method: str = "mocov2"
+    method: str = common.flag("mocov2", "|".join(METHODS), common.choice(METHODS))
     alpha: float = None  # None: the method's default
-    mix_weight: float = 1.0
+    mix_weight: float = common.flag(1.0, "Weight of the mixup loss term.",
+                                    common.number(0, low_open=True))
     epochs: int = 20
     batch_size: int = 64
     lr: float = 0.06
@@ -78,20 +78,31 @@ class Config:
     weight_decay_mode: str = "coupled"  # PyTorch's SGD, as MoCo v2 trains
     momentum: float = 0.9
     warmup_epochs: int = 0
-    projection_dim: int = 128
-    hidden_dim: int = 2048
-    queue_size: int = 1024
-    temperature: float = 0.2
-    key_momentum: float = 0.99
+    projection_dim: int = common.flag(128, "Output size of the projection MLP.",
+                                      common.number(1, integer=True))
+    hidden_dim: int = common.flag(2048, "Hidden size of the projection MLP.",
+                                  common.number(1, integer=True))
+    queue_size: int = common.flag(1024, "Number of queued keys (negatives).",
+                                  common.number(1, integer=True))
+    temperature: float = common.flag(0.2, "infoNCE temperature tau.",
+                                     common.number(0, low_open=True))
+    key_momentum: float = common.flag(0.99, "EMA momentum of the key encoder.",
+                                      common.number(0, 1))
     per_class_limit: int = None
     max_train_examples: int = None
     seed: int = 0
     strategy: str = "default"
     export: bool = True
     deterministic: bool = False  # TF_ENABLE_ONEDNN_OPTS=0 and TF op determinism
-    export_embedding: str = "features"  # "features" (pooled backbone) or "projection"
-    mix_loss: str = None  # AMix-I/C: the Mix Block's loss (None: infonce+bce / ce+bce)
-    num_clusters: int = 200  # AMix-C: K of ODC
+    export_embedding: str = common.flag(
+        "features", "What the SavedModel serves, L2-normalised: pooled backbone features or the "
+        "MoCo projection: features | projection.", common.choice(("features", "projection")))
+    mix_loss: str = common.flag(
+        None, "AMix-I/C: the Mix Block's loss, '+'-joined terms of "
+        + ", ".join(MIX_LOSS_NAMES["MIX_LOSS_TERMS"]) + " (paper Tables 1, 7; default "
+        "infonce+bce for amix_i, ce+bce for amix_c).", common.text(optional=True))
+    num_clusters: int = common.flag(200, "AMix-C / Inter-Intra: number K of ODC clusters.",
+                                    common.number(2, integer=True))
 
 
 # MoCo v2 settings (DESIGN §6, §10): SGD 0.03 per 256 images, momentum 0.9,
@@ -111,50 +122,15 @@ PRESETS = {
                           per_class_limit=1000),
 }
 
-FLAGS = flags.FLAGS
-flags.DEFINE_enum("preset", "demo", sorted(PRESETS), "Starting configuration; flags override it.", allow_override=True)
-SHARED_CHECKS = common.define_flags(Config, [
-    "dataset", "data_dir", "download", "train_split", "image_size", "backbone", "width",
-    "stem", "alpha", "epochs", "batch_size", "lr", "weight_decay",
-    "weight_decay_mode", "momentum", "warmup_epochs",
-    "per_class_limit", "max_train_examples", "seed", "strategy", "export", "deterministic",
-], train_split="Split to train on (labels unused).", image_size="View size (square).")
-flags.DEFINE_string("method", Config.method, "|".join(METHODS), allow_override=True)
-flags.DEFINE_float("mix_weight", Config.mix_weight, "Weight of the mixup loss term.", allow_override=True)
-flags.DEFINE_integer("projection_dim", Config.projection_dim, "Output size of the projection MLP.", allow_override=True)
-flags.DEFINE_integer("hidden_dim", Config.hidden_dim, "Hidden size of the projection MLP.", allow_override=True)
-flags.DEFINE_integer("queue_size", Config.queue_size, "Number of queued keys (negatives).", allow_override=True)
-flags.DEFINE_float("temperature", Config.temperature, "infoNCE temperature tau.", allow_override=True)
-flags.DEFINE_float("key_momentum", Config.key_momentum, "EMA momentum of the key encoder.", allow_override=True)
-flags.DEFINE_enum("export_embedding", Config.export_embedding, ["features", "projection"],
-                  "What the SavedModel serves, L2-normalised: pooled backbone features or the "
-                  "MoCo projection.", allow_override=True)
-flags.DEFINE_string("mix_loss", None, "AMix-I/C: the Mix Block's loss, '+'-joined terms of "
-                    "infonce, infonce_pl, infonce_l, bce, ce, pbce, ce_l, pbce_l (paper Tables 1, "
-                    "7; default infonce+bce for amix_i, ce+bce for amix_c).", allow_override=True)
-flags.DEFINE_integer("num_clusters", Config.num_clusters, "AMix-C: number K of ODC clusters.",
-                     allow_override=True)
-flags.DEFINE_bool("smoke", False, "Tiny and fast: a few batches of small images, width 8.", allow_override=True)
-flags.DEFINE_string("workdir", "runs/selfsup", "Output folder (resumes if it holds a backup).", allow_override=True)
-
+# The binary's own flags (`FLAGS`, its own absl FlagValues): --preset, one per
+# Config field, --smoke, --workdir. Every flag's check runs when the flags are
+# parsed and again on the resolved config (common.check_fields); combinations
+# are checked in validate().
+FLAGS, CHECKS, parse_flags = common.binary_flags(
+    Config, PRESETS, workdir="runs/selfsup",
+    smoke="Tiny and fast: a few batches of small images, width 8.", doc=__doc__,
+    workdir_help="Output folder (resumes if it holds a backup).")
 CONFIG_FLAGS = [f.name for f in dataclasses.fields(Config)]
-# Every flag's own check, run when the flags are parsed and again on the
-# resolved config (common.check_fields); combinations are checked in validate().
-CHECKS = {
-    **SHARED_CHECKS,
-    "method": common.choice(METHODS),
-    "mix_weight": common.number(0, low_open=True),
-    "projection_dim": common.number(1, integer=True),
-    "hidden_dim": common.number(1, integer=True),
-    "queue_size": common.number(1, integer=True),
-    "temperature": common.number(0, low_open=True),
-    "key_momentum": common.number(0, 1),
-    "export_embedding": common.choice(("features", "projection")),
-    "mix_loss": common.text(optional=True),
-    "num_clusters": common.number(2, integer=True),
-    "workdir": common.text(),
-}
-common.register_checks(CHECKS)
 
 
 def resolve_config():
@@ -215,6 +191,17 @@ def validate(cfg):
             f"`--batch_size` must be >= 2 with a mixup method ({cfg.method!r}); "
             f"received {cfg.batch_size}."
         )
+
+
+def config_for(preset="demo", **changes):
+    """The config `--preset=PRESET --name=value ...` resolves to, without flags
+    (benchmarks build their models through it): the method's α filled in,
+    then checked."""
+    cfg = dataclasses.replace(PRESETS[preset], **changes)
+    if cfg.alpha is None and cfg.method in DEFAULT_ALPHA:
+        cfg = dataclasses.replace(cfg, alpha=DEFAULT_ALPHA[cfg.method])
+    validate(cfg)
+    return cfg
 
 
 def build_model(cfg, num_samples=None, num_classes=None):
@@ -408,4 +395,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=common.parse_flags)
+    app.run(main, flags_parser=parse_flags)

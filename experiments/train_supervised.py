@@ -27,7 +27,6 @@ import dataclasses
 import os
 
 from absl import app
-from absl import flags
 
 from experiments import common
 
@@ -38,6 +37,18 @@ LEARNED_METHODS = ("automix", "amix")
 METHODS = ("vanilla",) + STATIC_METHODS + LEARNED_METHODS
 
 
+AUGMENTS = ("cifar", "imagenet", "none")
+SETTINGS = ("paper", "official")
+EXPORT_ENCODERS = ("online", "momentum")
+
+
+def _check_switches(name, items):
+    for item in items:
+        _split_switch(item)
+
+
+# Every field is a flag (`common.define_config_flags`); the fields shared by the
+# binaries take their help and check from `common.SHARED_FLAGS` / `SHARED_CHECKS`.
 @dataclasses.dataclass(frozen=True)
 class Config:
     dataset: str = "digits"
@@ -45,13 +56,17 @@ class Config:
     download: bool = False
     train_split: str = "train"
     test_split: str = "test"
-    input: str = "auto"  # "numpy": .npz in memory, no TensorFlow (common.input_kind)
-    image_size: int = 32
-    augment: str = "cifar"
+    input: str = common.flag(
+        "auto", "Input path: tfdata | numpy (an .npz file in memory, no TensorFlow) | auto "
+        "(numpy when TensorFlow is not installed and the data set is an .npz file).",
+        common.choice(common.INPUTS))
+    image_size: int = common.flag(32, "Training image size (square).")
+    augment: str = common.flag("cifar", "Augmentation preset: " + " | ".join(AUGMENTS) + ".",
+                               common.choice(AUGMENTS))
     backbone: str = "resnet18"
     width: int = 16
     stem: str = "cifar"
-    method: str = "vanilla"
+    method: str = common.flag("vanilla", "|".join(METHODS), common.choice(METHODS))
     alpha: float = None  # None: the method's default
     epochs: int = 15
     batch_size: int = 64
@@ -69,23 +84,50 @@ class Config:
     strategy: str = "default"
     export: bool = True
     deterministic: bool = False  # TF_ENABLE_ONEDNN_OPTS=0 and TF op determinism
-    export_encoder: str = "online"  # AutoMix/AMix: "online" or "momentum"
     # AutoMix / AMix (DESIGN §5): l = 3, beta = 0.1, eps = 0.1 live in the
     # Mix Block presets; `settings` picks the paper's or the official code's.
-    settings: str = "paper"
-    mix_loss: str = "ce"
-    feature_stage: str = "stage3"
-    momentum_base: float = 0.999
-    momentum_final: float = None  # None: 1.0 (paper) or 0.999999 (official)
-    momentum_horizon: float = 0.02  # short runs: EMA horizon <= 2 % of the steps; 0: off
+    export_encoder: str = common.flag("online", "AutoMix/AMix: which encoder the SavedModel "
+                                      "serves: online | momentum.",
+                                      common.choice(EXPORT_ENCODERS))
+    settings: str = common.flag(
+        "paper", "AutoMix/AMix: the paper's Mix Block or the official code's CIFAR one "
+        "(MixBlock presets automix_official / amix_official: lam margin 0.08, PyTorch "
+        "BatchNorm; SAMix: ELU, no dropout, gamma=1 with lam rescaling k=0.25, value convs "
+        "without bias, batch-centred variance, lam adjusting p=0.25; AutoMix: no lam input) "
+        "and momentum to 0.999999: paper | official.", common.choice(SETTINGS))
+    mix_loss: str = common.flag("ce", "Mix Block loss: " + " | ".join(common.MIX_LOSSES),
+                                common.choice(common.MIX_LOSSES))
+    feature_stage: str = common.flag("stage3", "Backbone stage read by the Mix Block: "
+                                     + " | ".join(common.FEATURE_STAGES),
+                                     common.choice(common.FEATURE_STAGES))
+    momentum_base: float = common.flag(0.999, "EMA momentum at the start.", common.number(0, 1))
+    momentum_final: float = common.flag(
+        None, "EMA momentum at the end (cosine); unset: 1.0 (paper) or 0.999999 (official).",
+        common.number(0, 1, optional=True))
+    momentum_horizon: float = common.flag(
+        0.02, "AutoMix/AMix: largest EMA horizon 1/(1-m) of the momentum encoder as a "
+        "fraction of the training steps; lowers the starting momentum of short runs (the "
+        "paper's budgets are unchanged). 0: the schedule as written.", common.number(0, 1))
     # The official code's two heads and full momentum forward: off by default until the
     # TF step with them is bit-reproducible under load (BUILD_NOTES 2026-12-02).
-    separate_mix_head: bool = False  # official: a clean head and a mix head, each with EMA
-    momentum_full_forward: bool = False  # official: θ_k's whole forward on the clean batch
-    phi_lr: float = None  # None: the Mix Block shares the encoder's optimizer
-    phi_min_lr: float = None  # None: phi_lr × min_lr / lr
-    mix_block: tuple = ()  # "switch=value" overrides, e.g. ("attention=cross",)
-    mask_summary_every: int = 1  # AutoMix/AMix: mask pictures every N epochs (0: off)
+    separate_mix_head: bool = common.flag(
+        False, "AutoMix/AMix: a clean head and a mix head, each with its EMA copy, the Mix "
+        "Block trained through the EMA mix head (official code); false: one head.")
+    momentum_full_forward: bool = common.flag(
+        False, "AutoMix/AMix: the momentum encoder's whole forward runs on the clean batch "
+        "each step (official code); false: only up to --feature_stage.")
+    phi_lr: float = common.flag(None, "Separate learning rate of the Mix Block (cosine); "
+                                "unset: the encoder's optimizer.",
+                                common.number(0, low_open=True, optional=True))
+    phi_min_lr: float = common.flag(None, "Floor of the Mix Block's cosine (unset: "
+                                    "phi_lr * min_lr / lr).", common.number(0, optional=True))
+    mix_block: tuple = common.flag(
+        (), "Mix Block switch override 'name=value'; repeatable, e.g. "
+        "--mix_block=attention=cross --mix_block=content=linear (one Table-8 ablation row "
+        "per switch).", _check_switches)
+    mask_summary_every: int = common.flag(
+        1, "AutoMix/AMix: write Mix Block mask pictures (paper Fig. 4) of 8 test images to "
+        "workdir/tensorboard/masks every N epochs; 0 disables.", common.number(0, integer=True))
 
 
 # The paper's settings (DESIGN §10); the default config is the CPU demo.
@@ -124,84 +166,15 @@ LEARNED_PRESET_LR = {"tiny_imagenet": dict(min_lr=0.05, phi_lr=0.1, phi_min_lr=1
 # AutoMix / AMix α of the paper (an `AMixClassifier` argument, not a mixer).
 DEFAULT_ALPHA = {**MIXERS["DEFAULT_ALPHA"], "automix": 2.0, "amix": 2.0}
 
-FLAGS = flags.FLAGS
-# allow_override: the binaries share flag names and the tests import several of them
-# into one process.
-flags.DEFINE_enum("preset", "demo", sorted(PRESETS), "Starting configuration; flags override it.", allow_override=True)
-SHARED_CHECKS = common.define_flags(Config, [
-    "dataset", "data_dir", "download", "train_split", "test_split", "image_size", "backbone",
-    "width", "stem", "alpha", "epochs", "batch_size", "lr", "min_lr", "weight_decay",
-    "weight_decay_mode", "momentum",
-    "warmup_epochs", "per_class_limit", "test_per_class_limit", "max_train_examples",
-    "max_test_examples", "seed", "strategy", "export", "deterministic",
-], image_size="Training image size (square).")
-flags.DEFINE_string("augment", Config.augment, "Augmentation preset: cifar | imagenet | none.", allow_override=True)
-flags.DEFINE_string("input", Config.input, "Input path: tfdata | numpy (an .npz file in memory, "
-                    "no TensorFlow) | auto (numpy when TensorFlow is not installed and the "
-                    "data set is an .npz file).", allow_override=True)
-flags.DEFINE_string("method", Config.method, "|".join(METHODS), allow_override=True)
-flags.DEFINE_enum("export_encoder", Config.export_encoder, ["online", "momentum"],
-                  "AutoMix/AMix: which encoder the SavedModel serves.", allow_override=True)
-flags.DEFINE_enum("settings", Config.settings, ["paper", "official"],
-                  "AutoMix/AMix: the paper's Mix Block or the official code's CIFAR one "
-                  "(MixBlock presets automix_official / amix_official: lam margin 0.08, "
-                  "PyTorch BatchNorm; SAMix: ELU, no dropout, gamma=1 with lam rescaling "
-                  "k=0.25, value convs without bias, batch-centred variance, lam adjusting "
-                  "p=0.25; AutoMix: no lam input) and momentum to 0.999999.",
-                  allow_override=True)
-flags.DEFINE_string("mix_loss", Config.mix_loss, "Mix Block loss: " + " | ".join(common.MIX_LOSSES), allow_override=True)
-flags.DEFINE_string("feature_stage", Config.feature_stage, "Backbone stage read by the Mix Block: "
-                    + " | ".join(common.FEATURE_STAGES), allow_override=True)
-flags.DEFINE_float("momentum_base", Config.momentum_base, "EMA momentum at the start.", allow_override=True)
-flags.DEFINE_float("momentum_final", None, "EMA momentum at the end (cosine).", allow_override=True)
-flags.DEFINE_float("momentum_horizon", Config.momentum_horizon,
-                   "AutoMix/AMix: largest EMA horizon 1/(1-m) of the momentum encoder as a "
-                   "fraction of the training steps; lowers the starting momentum of short runs "
-                   "(the paper's budgets are unchanged). 0: the schedule as written.",
-                   allow_override=True)
-flags.DEFINE_bool("separate_mix_head", Config.separate_mix_head,
-                  "AutoMix/AMix: a clean head and a mix head, each with its EMA copy, the Mix "
-                  "Block trained through the EMA mix head (official code); false: one head.",
-                  allow_override=True)
-flags.DEFINE_bool("momentum_full_forward", Config.momentum_full_forward,
-                  "AutoMix/AMix: the momentum encoder's whole forward runs on the clean batch "
-                  "each step (official code); false: only up to --feature_stage.",
-                  allow_override=True)
-flags.DEFINE_float("phi_lr", None, "Separate learning rate of the Mix Block (cosine).", allow_override=True)
-flags.DEFINE_float("phi_min_lr", None, "Floor of the Mix Block's cosine (default "
-                   "phi_lr * min_lr / lr).", allow_override=True)
-flags.DEFINE_multi_string("mix_block", [], "Mix Block switch override 'name=value'; repeatable, "
-                          "e.g. --mix_block=attention=cross --mix_block=content=linear "
-                          "(one Table-8 ablation row per switch).", allow_override=True)
-flags.DEFINE_integer("mask_summary_every", Config.mask_summary_every,
-                     "AutoMix/AMix: write Mix Block mask pictures (paper Fig. 4) of 8 test "
-                     "images to workdir/tensorboard/masks every N epochs; 0 disables.", allow_override=True)
-flags.DEFINE_bool("smoke", False, "Tiny and fast: a few batches of small images, width 8.", allow_override=True)
-flags.DEFINE_string("workdir", "runs/supervised", "Output folder (resumes if it holds a backup).", allow_override=True)
-
+# The binary's own flags (`FLAGS`, its own absl FlagValues): --preset, one per
+# Config field, --smoke, --workdir. Every flag's check runs when the flags are
+# parsed and again on the resolved config (common.check_fields); combinations
+# are checked in validate().
+FLAGS, CHECKS, parse_flags = common.binary_flags(
+    Config, PRESETS, workdir="runs/supervised",
+    smoke="Tiny and fast: a few batches of small images, width 8.", doc=__doc__,
+    workdir_help="Output folder (resumes if it holds a backup).")
 CONFIG_FLAGS = [f.name for f in dataclasses.fields(Config)]
-AUGMENTS = ("cifar", "imagenet", "none")
-# Every flag's own check, run when the flags are parsed and again on the
-# resolved config (common.check_fields); combinations are checked in validate().
-CHECKS = {
-    **SHARED_CHECKS,
-    "augment": common.choice(AUGMENTS),
-    "input": common.choice(common.INPUTS),
-    "method": common.choice(METHODS),
-    "export_encoder": common.choice(("online", "momentum")),
-    "settings": common.choice(("paper", "official")),
-    "mix_loss": common.choice(common.MIX_LOSSES),
-    "feature_stage": common.choice(common.FEATURE_STAGES),
-    "momentum_base": common.number(0, 1),
-    "momentum_final": common.number(0, 1, optional=True),
-    "momentum_horizon": common.number(0, 1),
-    "phi_lr": common.number(0, low_open=True, optional=True),
-    "phi_min_lr": common.number(0, optional=True),
-    "mix_block": lambda name, items: [_split_switch(item) for item in items],
-    "mask_summary_every": common.number(0, integer=True),
-    "workdir": common.text(),
-}
-common.register_checks(CHECKS)
 # Flags only AutoMix / AMix read.
 LEARNED_FLAGS = ("export_encoder", "settings", "mix_loss", "feature_stage", "momentum_base",
                  "momentum_final", "momentum_horizon", "separate_mix_head",
@@ -233,6 +206,18 @@ def resolve_config():
     if cfg.alpha is None and cfg.method in DEFAULT_ALPHA:
         cfg = dataclasses.replace(cfg, alpha=DEFAULT_ALPHA[cfg.method])
     cfg = learning_rates(cfg, FLAGS.preset)
+    validate(cfg)
+    return cfg
+
+
+def config_for(preset="demo", **changes):
+    """The config `--preset=PRESET --name=value ...` resolves to, without flags
+    (benchmarks build their models through it): the method's α and
+    learning-rate floors filled in, then checked."""
+    cfg = dataclasses.replace(PRESETS[preset], **changes)
+    if cfg.alpha is None and cfg.method in DEFAULT_ALPHA:
+        cfg = dataclasses.replace(cfg, alpha=DEFAULT_ALPHA[cfg.method])
+    cfg = learning_rates(cfg)
     validate(cfg)
     return cfg
 
@@ -508,4 +493,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=common.parse_flags)
+    app.run(main, flags_parser=parse_flags)

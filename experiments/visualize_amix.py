@@ -30,22 +30,28 @@ import os
 from absl import app
 from absl import flags
 
-FLAGS = flags.FLAGS
-# allow_override: the binaries share flag names and the tests import several of them
-# into one process.
-flags.DEFINE_string("checkpoint", None, "A .keras file holding an AMixClassifier.", allow_override=True)
+from experiments import common
+
+# The binary's own flags (not absl's global FLAGS), so that the binaries,
+# which share flag names, import into one process.
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("checkpoint", None, "A .keras file holding an AMixClassifier.",
+                    flag_values=FLAGS)
 flags.DEFINE_string("dataset", None, "Data set name or path (default: the checkpoint's "
-                    "config.json, else 'digits').", allow_override=True)
-flags.DEFINE_string("data_dir", None, "Folder holding the data set.", allow_override=True)
-flags.DEFINE_string("split", "test", "Split the images come from.", allow_override=True)
+                    "config.json, else 'digits').", flag_values=FLAGS)
+flags.DEFINE_string("data_dir", None, "Folder holding the data set.", flag_values=FLAGS)
+flags.DEFINE_string("split", "test", "Split the images come from.", flag_values=FLAGS)
 flags.DEFINE_integer("image_size", None, "Image size (default: the backbone's input size, "
-                     "else the data set's native size).", allow_override=True)
-flags.DEFINE_integer("pairs", 6, "Number of pairs (rows).", allow_override=True)
-flags.DEFINE_list("lams", ["0.3", "0.5", "0.7"], "λ values, comma-separated, in [0, 1].", allow_override=True)
-flags.DEFINE_integer("seed", 0, "Seed of the image choice and the pairing.", allow_override=True)
-flags.DEFINE_string("out", None, "PNG path (default: amix_masks.png beside the checkpoint).", allow_override=True)
+                     "else the data set's native size).", flag_values=FLAGS)
+flags.DEFINE_integer("pairs", 6, "Number of pairs (rows).", flag_values=FLAGS)
+flags.DEFINE_list("lams", ["0.3", "0.5", "0.7"], "λ values, comma-separated, in [0, 1].",
+                  flag_values=FLAGS)
+flags.DEFINE_integer("seed", 0, "Seed of the image choice and the pairing.", flag_values=FLAGS)
+flags.DEFINE_string("out", None, "PNG path (default: amix_masks.png beside the checkpoint).",
+                    flag_values=FLAGS)
 flags.DEFINE_bool("stretch_masks", False, "Show each mask tile contrast-stretched to its own "
-                  "min..max (reveals the layout of near-constant masks); default: grey in [0, 1].", allow_override=True)
+                  "min..max (reveals the layout of near-constant masks); default: grey in [0, 1].",
+                  flag_values=FLAGS)
 
 # Images drawn from before choosing `pairs` of them with `seed`.
 POOL_SIZE = 256
@@ -233,5 +239,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    flags.mark_flag_as_required("checkpoint")
-    app.run(main)
+    flags.mark_flag_as_required("checkpoint", flag_values=FLAGS)
+    app.run(main, flags_parser=common.flags_parser(FLAGS, __doc__))

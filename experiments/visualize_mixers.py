@@ -40,6 +40,8 @@ import os
 from absl import app
 from absl import flags
 
+from experiments import common
+
 DEFAULT_METHODS = ("mixup", "cutmix", "saliencymix", "fmix", "resizemix", "puzzlemix",
                    "comixup")
 ALL_METHODS = DEFAULT_METHODS + ("manifoldmix",)
@@ -51,22 +53,26 @@ LEFT = 1.5
 TOP = 0.75
 BOTTOM = 0.45
 
-FLAGS = flags.FLAGS
-# allow_override: the binaries share flag names and the tests import several of them
-# into one process.
-flags.DEFINE_string("dataset", "digits", "A name or path that keras_amix.data.load reads.", allow_override=True)
-flags.DEFINE_string("data_dir", None, "Data folder passed to keras_amix.data.load.", allow_override=True)
-flags.DEFINE_string("split", "train", "Split to draw the images from.", allow_override=True)
-flags.DEFINE_integer("pairs", 4, "Number of image pairs (columns).", allow_override=True)
+# The binary's own flags (not absl's global FLAGS), so that the binaries,
+# which share flag names, import into one process.
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("dataset", "digits", "A name or path that keras_amix.data.load reads.",
+                    flag_values=FLAGS)
+flags.DEFINE_string("data_dir", None, "Data folder passed to keras_amix.data.load.",
+                    flag_values=FLAGS)
+flags.DEFINE_string("split", "train", "Split to draw the images from.", flag_values=FLAGS)
+flags.DEFINE_integer("pairs", 4, "Number of image pairs (columns).", flag_values=FLAGS)
 flags.DEFINE_integer("image_size", None,
                      "Side of the drawn images: default 32 for digits, the native size "
-                     "otherwise (224 where it varies).", allow_override=True)
+                     "otherwise (224 where it varies).", flag_values=FLAGS)
 flags.DEFINE_list("methods", list(DEFAULT_METHODS),
-                  "Mixers, one row each (manifoldmix is drawn as its input-layer MixUp).", allow_override=True)
-flags.DEFINE_float("alpha", None, "Beta(α, α) for every mixer; default: each mixer's own.", allow_override=True)
-flags.DEFINE_integer("seed", 0, "Seed for the image choice and every mixer.", allow_override=True)
-flags.DEFINE_integer("dpi", 100, "Resolution of the PNG.", allow_override=True)
-flags.DEFINE_string("workdir", "runs/visualize", "Output folder.", allow_override=True)
+                  "Mixers, one row each (manifoldmix is drawn as its input-layer MixUp).",
+                  flag_values=FLAGS)
+flags.DEFINE_float("alpha", None, "Beta(α, α) for every mixer; default: each mixer's own.",
+                   flag_values=FLAGS)
+flags.DEFINE_integer("seed", 0, "Seed for the image choice and every mixer.", flag_values=FLAGS)
+flags.DEFINE_integer("dpi", 100, "Resolution of the PNG.", flag_values=FLAGS)
+flags.DEFINE_string("workdir", "runs/visualize", "Output folder.", flag_values=FLAGS)
 
 
 def figure_size(num_pairs, num_methods):
@@ -266,4 +272,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=common.flags_parser(FLAGS, __doc__))

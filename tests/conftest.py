@@ -51,17 +51,14 @@ def rng():
 def resolve_supervised():
     """`resolve(argv)`: the config `experiments.train_supervised` resolves from
     its flags `argv` (plain Python: no Keras, no training)."""
-    from absl.testing import flagsaver
-
     from experiments import train_supervised
 
     def resolve(argv):
-        with flagsaver.flagsaver():
+        train_supervised.FLAGS.unparse_flags()
+        train_supervised.FLAGS(["train_supervised", *argv])
+        try:
+            return train_supervised.resolve_config()
+        finally:
             train_supervised.FLAGS.unparse_flags()
-            train_supervised.FLAGS(["train_supervised", *argv])
-            try:
-                return train_supervised.resolve_config()
-            finally:
-                train_supervised.FLAGS.unparse_flags()
 
     return resolve

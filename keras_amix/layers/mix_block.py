@@ -125,6 +125,16 @@ CHOICES = {
 }
 
 SWITCHES = tuple(PRESETS["amix"].keys())
+
+
+class _FromPreset:
+    """The default of every `MixBlock` switch: take the preset's value."""
+
+    def __repr__(self):
+        return "<the preset's>"
+
+
+FROM_PRESET = _FromPreset()
 # The `mask_loss` switch is stored as `mask_loss_mode`: `mask_loss` is the method.
 _ATTRIBUTE = {"mask_loss": "mask_loss_mode"}
 
@@ -363,7 +373,10 @@ class MixBlock(keras.layers.Layer):
     Args:
         preset: ``"amix"`` (Mix Block+, all Table-8 switches on),
             ``"automix"`` (all off), ``"amix_official"`` or
-            ``"automix_official"``. Explicit switches override the preset.
+            ``"automix_official"``. Every switch below is a keyword argument
+            whose default is the preset's value; one given explicitly
+            overrides it (``MixBlock("amix", attention="cross")`` is Table 8's
+            "w/o global attention" row).
         in_channels: optional expected channel count ``C`` of the features;
             checked at build time.
         lam_encoding: ``"none"``, ``"concat"`` or ``"adaptive"``.
@@ -444,15 +457,48 @@ class MixBlock(keras.layers.Layer):
         ``PixelMixBlock`` and ``ConvNeck`` for the official-code switches.
     """
 
-    def __init__(self, preset="amix", in_channels=None, seed=None, **kwargs):
+    def __init__(
+        self,
+        preset="amix",
+        *,
+        lam_encoding=FROM_PRESET,
+        gamma=FROM_PRESET,
+        lam_rescale_k=FROM_PRESET,
+        content=FROM_PRESET,
+        activation=FROM_PRESET,
+        value_bias=FROM_PRESET,
+        norm_epsilon=FROM_PRESET,
+        norm_momentum=FROM_PRESET,
+        dropout=FROM_PRESET,
+        attention=FROM_PRESET,
+        upsample=FROM_PRESET,
+        mask_loss=FROM_PRESET,
+        mask_loss_weight=FROM_PRESET,
+        mean_margin=FROM_PRESET,
+        var_weight=FROM_PRESET,
+        var_center=FROM_PRESET,
+        mean_reduction=FROM_PRESET,
+        lam_adjust_prob=FROM_PRESET,
+        lam_margin=FROM_PRESET,
+        in_channels=None,
+        seed=None,
+        **kwargs,
+    ):
         if preset not in PRESETS:
             raise ValueError(
                 f"`preset` must be one of {tuple(PRESETS)}; received preset={preset!r}."
             )
-        switches = dict(PRESETS[preset])
-        for name in SWITCHES:
-            if name in kwargs:
-                switches[name] = kwargs.pop(name)
+        given = dict(
+            lam_encoding=lam_encoding, gamma=gamma, lam_rescale_k=lam_rescale_k,
+            content=content, activation=activation, value_bias=value_bias,
+            norm_epsilon=norm_epsilon, norm_momentum=norm_momentum, dropout=dropout,
+            attention=attention, upsample=upsample, mask_loss=mask_loss,
+            mask_loss_weight=mask_loss_weight, mean_margin=mean_margin, var_weight=var_weight,
+            var_center=var_center, mean_reduction=mean_reduction,
+            lam_adjust_prob=lam_adjust_prob, lam_margin=lam_margin,
+        )
+        switches = {name: PRESETS[preset][name] if value is FROM_PRESET else value
+                    for name, value in given.items()}
         _validate_switches(switches)
         if in_channels is not None and (not isinstance(in_channels, int) or in_channels < 1):
             raise ValueError(

@@ -13,11 +13,14 @@ def _f32(x):
     return ops.cast(ops.convert_to_tensor(x), "float32")
 
 
-def _l2_normalize(x, normalize):
+def l2_normalize(x):
+    """x / ‖x‖ over the last axis in float32 (‖x‖ floored at 1e-12): MoCo's embeddings."""
     x = _f32(x)
-    if not normalize:
-        return x
     return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-24))
+
+
+def _l2_normalize(x, normalize):
+    return l2_normalize(x) if normalize else _f32(x)
 
 
 def _lam_vector(lam):

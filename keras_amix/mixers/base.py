@@ -20,6 +20,8 @@ from keras import ops
 
 from keras_amix.mixers import checks
 # The mixing primitives live in primitives.py; re-exported here for compatibility.
+from keras_amix.mixers.primitives import cast_like  # noqa: F401
+from keras_amix.mixers.primitives import is_integer_dtype
 from keras_amix.mixers.primitives import mix_images as _mix_images
 from keras_amix.mixers.primitives import mix_labels as _mix_labels
 from keras_amix.mixers.primitives import sample_lambda  # noqa: F401
@@ -158,11 +160,6 @@ def sample_boxes(seed_gen, lam, height, width, centers=None):
     return mask, exact_lam, box
 
 
-def _is_integer_dtype(dtype):
-    dtype = keras.backend.standardize_dtype(dtype)
-    return "int" in dtype or dtype == "bool"
-
-
 # Machine epsilon of the float dtypes labels may come in.
 _EPS = {"float16": 2.0**-10, "bfloat16": 2.0**-7, "float32": 2.0**-23, "float64": 2.0**-52}
 
@@ -249,7 +246,7 @@ def one_hot_labels(labels, num_classes=None):
     """
     labels = ops.convert_to_tensor(labels)
     shape = tuple(labels.shape)
-    if _is_integer_dtype(labels.dtype):
+    if is_integer_dtype(labels.dtype):
         if len(shape) == 2 and shape[1] == 1:
             labels = ops.reshape(labels, (-1,))
         elif len(shape) != 1:
@@ -317,16 +314,6 @@ def validate_images(images, rank=4):
             "Mixing needs a batch of at least 2 `images`; received batch "
             f"size {shape[0]} (images.shape={shape})."
         )
-
-
-def cast_like(x, dtype):
-    """Casts float32 `x` to `dtype`, rounding (and clipping) for integers."""
-    dtype = keras.backend.standardize_dtype(dtype)
-    if _is_integer_dtype(dtype):
-        x = ops.round(x)
-        if dtype == "uint8":
-            x = ops.clip(x, 0, 255)
-    return ops.cast(x, dtype)
 
 
 def broadcast_weight(weight, rank):

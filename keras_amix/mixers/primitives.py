@@ -47,9 +47,19 @@ def sample_permutation(seed_gen, batch_size, no_repeat=False):
     return ops.take(order, ops.mod(inverse + shift, size), axis=0)
 
 
-def _is_integer_dtype(dtype):
+def is_integer_dtype(dtype):
     dtype = keras.backend.standardize_dtype(dtype)
     return "int" in dtype or dtype == "bool"
+
+
+def cast_like(x, dtype):
+    """Casts float `x` to `dtype`, rounding (and clipping uint8 to [0, 255]) for integers."""
+    dtype = keras.backend.standardize_dtype(dtype)
+    if is_integer_dtype(dtype):
+        x = ops.round(x)
+        if dtype == "uint8":
+            x = ops.clip(x, 0, 255)
+    return ops.cast(x, dtype)
 
 
 def _compute_dtype(dtype):
@@ -81,11 +91,7 @@ def mix_images(a, b, weight):
     compute = _compute_dtype(dtype)
     weight = _broadcast(ops.cast(weight, compute), len(a.shape))
     mixed = weight * ops.cast(a, compute) + (1.0 - weight) * ops.cast(b, compute)
-    if _is_integer_dtype(dtype):
-        mixed = ops.round(mixed)
-        if dtype == "uint8":
-            mixed = ops.clip(mixed, 0, 255)
-    return ops.cast(mixed, dtype)
+    return cast_like(mixed, dtype)
 
 
 def mix_labels(y, perm, lam):

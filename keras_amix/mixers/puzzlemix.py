@@ -8,7 +8,7 @@ import numpy as np
 from keras import ops
 
 from keras_amix.mixers.base import Mixer
-from keras_amix.mixers.base import cast_like
+from keras_amix.mixers.primitives import cast_like, mix_images
 from keras_amix.mixers.base import register
 from keras_amix.mixers.names import DEFAULT_ALPHA
 
@@ -356,8 +356,7 @@ class PuzzleMix(_BlockMixer):
         if "source_a" in params:
             a = rearrange_blocks(a, params["source_a"], self.grid_size)
             b = rearrange_blocks(b, params["source_b"], self.grid_size)
-        mask = params["mask"]
-        return cast_like(mask * a + (1.0 - mask) * b, dtype)
+        return cast_like(mix_images(a, b, params["mask"]), dtype)
 
     def get_config(self):
         config = super().get_config()

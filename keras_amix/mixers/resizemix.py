@@ -5,7 +5,7 @@ from keras import ops
 
 from keras_amix.mixers.base import Mixer
 from keras_amix.mixers.base import box_mask
-from keras_amix.mixers.base import cast_like
+from keras_amix.mixers.primitives import cast_like, mix_images
 from keras_amix.mixers.base import register
 from keras_amix.mixers.names import DEFAULT_ALPHA
 
@@ -120,8 +120,7 @@ class ResizeMix(Mixer):
         dtype = images_a.dtype
         a = ops.cast(images_a, "float32")
         pasted = paste_resized(a, ops.cast(images_b, "float32"), params["box"])
-        mask = params["mask"]
-        return cast_like(mask * a + (1.0 - mask) * pasted, dtype)
+        return cast_like(mix_images(a, pasted, params["mask"]), dtype)
 
     def get_config(self):
         config = super().get_config()

@@ -6,20 +6,12 @@ from keras import ops
 from keras_amix import backbones as backbones_lib
 from keras_amix import losses as losses_lib
 from keras_amix.layers import MixBlock, mask_statistics
-from keras_amix.mixers.base import sample_lambda, sample_permutation
+from keras_amix.mixers.primitives import mix_images, mix_labels, sample_lambda
+from keras_amix.mixers.primitives import sample_permutation
 from keras_amix.training.schedules import MomentumSchedule
 from keras_amix.training.step import StepModel, ema_update
 
 MIX_LOSSES = ("ce", "pbce", "ce+pbce", "bce", "ce+bce")
-
-
-def _mix(mask, images_a, images_b):
-    mask = ops.cast(mask, images_a.dtype)
-    return mask * images_a + (1.0 - mask) * images_b
-
-
-def _mix_labels(labels, perm, lam):
-    return lam * labels + (1.0 - lam) * ops.take(labels, perm, axis=0)
 
 
 @keras.saving.register_keras_serializable(package="keras_amix")
@@ -294,18 +286,18 @@ class AMixClassifier(StepModel):
 
         # θ: one-hot CE of the clean head on the clean batch + mixup CE of the
         # mix head on the images mixed with the stop-gradient mask.
-        x_theta = _mix(mask_theta, x, ops.take(x, perm_theta, axis=0))
+        x_theta = mix_images(x, ops.take(x, perm_theta, axis=0), mask_theta)
         logits_clean = self.head(self.pool(self.backbone(x, training=True)))
         logits_mix = self.mix_head(self.pool(self.backbone(x_theta, training=True)))
         loss_theta = (
             self.clean_loss_weight * ops.mean(
                 losses_lib.soft_target_cross_entropy(y, logits_clean))
             + ops.mean(losses_lib.soft_target_cross_entropy(
-                _mix_labels(y, perm_theta, lam_theta), logits_mix))
+                mix_labels(y, perm_theta, lam_theta), logits_mix))
         )
 
         # φ: the mixup loss of the frozen momentum encoder + the mask loss.
-        x_phi = _mix(mask_phi, x, ops.take(x, perm_phi, axis=0))
+        x_phi = mix_images(x, ops.take(x, perm_phi, axis=0), mask_phi)
         loss_phi = self._mix_block_loss(x_phi, y, z_end, perm_phi, lam_phi)
         loss_mask = self.mix_block.mask_loss(mask_phi, lam_phi)
 

@@ -8,12 +8,13 @@ from keras import ops
 from keras_amix import backbones as backbones_lib
 from keras_amix import losses as losses_lib
 from keras_amix.layers import MixBlock, mask_statistics
-from keras_amix.models.amix import _next_stage
+from keras_amix.losses.contrastive import l2_normalize
 from keras_amix.mixers.primitives import mix_images, sample_lambda, sample_permutation
-from keras_amix.models.moco import MoCoV2, _l2_normalize
+from keras_amix.models.amix import _next_stage
+from keras_amix.models.moco import MoCoV2
 from keras_amix.models.mix_loss_names import (DEFAULT_MIX_LOSS, MIX_LOSS_TERMS,  # noqa: F401
                                               PAPER_MIX_LOSSES, VARIANTS, parse_mix_loss)
-from keras_amix.models.odc import all_gather
+from keras_amix.training.backend import all_gather
 
 def _weighted_mixup_ce(logits, labels_a, labels_b, lam, weights):
     """λ CE_w(logits, a) + (1 − λ) CE_w(logits, b) with class weights `weights`
@@ -198,13 +199,13 @@ class AMixSSL(MoCoV2):
         if self.feature_stage != "stage4":
             end = backbones_lib.run_stages(self.key_backbone, z,
                                            start=_next_stage(self.feature_stage), training=True)
-        key = _l2_normalize(self.key_proj_out(self.key_proj_hidden(self.pool(end))))
+        key = l2_normalize(self.key_proj_out(self.key_proj_hidden(self.pool(end))))
         return ops.stop_gradient(z), ops.stop_gradient(key)
 
     def _key_project(self, images):
         """θ_k's normalised projection *with* the gradient to the pixels (φ's path)."""
         features = self.pool(self.key_backbone(images, training=True))
-        return _l2_normalize(self.key_proj_out(self.key_proj_hidden(features)))
+        return l2_normalize(self.key_proj_out(self.key_proj_hidden(features)))
 
     # -------------------------------------------------------------- train
     def _check_inputs(self, x, y):

@@ -6,7 +6,8 @@ from keras import ops
 from keras_amix import backbones as backbones_lib
 from keras_amix import mixers as mixers_lib
 from keras_amix import losses as losses_lib
-from keras_amix.training.step import StepModel, input_gradient
+from keras_amix.training.backend import input_gradient
+from keras_amix.training.step import StepModel
 
 
 def _check_rank4(images, name="images"):

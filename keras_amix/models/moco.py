@@ -6,31 +6,17 @@ import keras
 from keras import ops
 
 from keras_amix import losses as losses_lib
-from keras_amix import mixers as mixers_lib
 from keras_amix.backbones import feature_channels
-from keras_amix.mixers.base import sample_lambda
-from keras_amix.mixers.primitives import mix_images
-from keras_amix.models.odc import ODCMemory, all_gather
+from keras_amix.losses.contrastive import l2_normalize
+from keras_amix.models import moco_mixing as mixing_lib
+from keras_amix.models.odc import ODCMemory
+from keras_amix.training.backend import all_gather, num_replicas
 from keras_amix.training.step import StepModel, ema_update
 
-_BACKEND = keras.backend.backend()
 
-# Mixing methods implemented by the model itself (not class-level mixers).
-SSL_METHODS = ("imix", "unmix", "mochi", "inter_intra")
-# Methods that read ODC cluster labels (need `num_samples` and sample ids).
-CLUSTER_METHODS = ("inter_intra",)
-_MOCHI_DEFAULTS = {"num_hard": 1024, "num_mix": 1024, "num_query_mix": 256}
-
-
-def _l2_normalize(x):
-    x = ops.cast(x, "float32")
-    return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-24))
-
-
-def _cross_entropy_at(logits, index):
-    """-log softmax(logits)[b, index[b]] for (B, N) logits and (B,) int index."""
-    picked = ops.take_along_axis(logits, ops.reshape(index, (-1, 1)), axis=1)[:, 0]
-    return ops.logsumexp(logits, axis=-1) - picked
+# Mixing methods implemented by strategies of their own (not class-level mixers).
+SSL_METHODS = tuple(mixing_lib.STRATEGIES)
+_PLAIN = mixing_lib.MoCoMixing()  # MoCo v2 without a mixup term
 
 
 @keras.saving.register_keras_serializable(package="keras_amix")
@@ -48,31 +34,20 @@ class MoCoV2(StepModel):
     into the queue at `queue_ptr`, wrapping modulo `queue_size`. After the
     optimizer update the key encoder follows θ_k ← m θ_k + (1 − m) θ_q.
 
-    With `mixer` set, a mixup term is added (DESIGN §6):
+    With `mixer` set, the step mixes by that strategy
+    (`keras_amix.models.moco_mixing`, DESIGN §6); a name stands for one:
 
-    * a class-level mixer name (`"mixup"`, `"cutmix"`, ...) or `Mixer`: the
-      paper's cross-view pipeline (§3.1, eq. 4): x_mix = h(x_i^1, x_perm(i)^2,
-      λ), positives the key of the *other* view of each source (key of x_i^2
-      for i, key of x_perm(i)^1 for perm(i)); loss = eq. 2 + `mix_weight` ·
-      eq. 4.
-    * `"imix"` (i-Mix): view 1 MixUp-ed with its own pairing; virtual labels
-      over the batch's view-2 keys; logits = q_mix · [k_batch; queue]ᵀ / τ
-      (B × (B + K)); loss = λ CE(logits, i) + (1 − λ) CE(logits, perm(i)).
-      As in i-Mix, this loss replaces eq. 2 (`mix_weight` scales it).
-    * `"unmix"` (Un-Mix): view 1 mixed with the reversed batch, by MixUp and
-      by CutMix; loss = eq. 2 + `mix_weight` · mean of the two eq.-4 terms
-      with positives (k_i, k_reversed(i)) of view 2.
-    * `"inter_intra"` (Inter-Intra (C), paper Table 4, Fig. 2c): the
-      cross-view pipeline with MixUp for the pairs whose ODC clusters agree
-      and CutMix for the others (both with `mixer_kwargs["alpha"]`, default
-      1); loss = eq. 2 + `mix_weight` · eq. 4 with each pair's λ (the CutMix
-      box area for CutMix pairs). Needs `num_samples` and `x["ids"]`.
-    * `"mochi"` (MoCHi): per query, the `num_hard` hardest queue negatives;
-      `num_mix` synthetic negatives mix random pairs of them (weight
-      α ~ U(0, 1)), `num_query_mix` mix the query with one of them (query
-      weight β ~ U(0, 0.5)); all are L2-normalised, stop-gradient, and
-      appended to *that query's* negatives only. `mixer_kwargs` may set
-      `num_hard`, `num_mix`, `num_query_mix` (defaults 1024, 1024, 256).
+    * a class-level mixer name (`"mixup"`, `"cutmix"`, ...) or `Mixer` →
+      `CrossView`: the paper's cross-view pipeline (§3.1, eq. 4); loss =
+      eq. 2 + `mix_weight` · eq. 4.
+    * `"imix"` → `IMix` (i-Mix): its loss replaces eq. 2 (`mix_weight`
+      scales it).
+    * `"unmix"` → `UnMix` (Un-Mix): eq. 2 + `mix_weight` · the mean of its
+      MixUp and CutMix eq.-4 terms.
+    * `"inter_intra"` → `InterIntra` (Inter-Intra (C), paper Table 4, Fig.
+      2c): MixUp inside an ODC cluster, CutMix across; needs `num_samples`
+      and `x["ids"]`.
+    * `"mochi"` → `MoCHi`: synthetic hard negatives in eq. 2, no mixup term.
 
     Args:
         backbone: a `keras_amix.backbones.resnet(...)` model (unpooled
@@ -83,10 +58,11 @@ class MoCoV2(StepModel):
             must be >= the (global) batch size.
         temperature: float > 0, τ of the infoNCE (0.2).
         momentum: float in [0, 1], EMA momentum m of the key encoder (0.999).
-        mixer: None, a mixer name / `Mixer`, or one of "imix", "unmix",
-            "mochi".
-        mixer_kwargs: dict of constructor arguments for a mixer given by name
-            (e.g. `{"alpha": 1.0}`), or the MoCHi sizes.
+        mixer: None, a `moco_mixing.MoCoMixing` strategy (e.g.
+            `IMix(alpha=1.0)`), a class-level mixer name / `Mixer`, or one of
+            "imix", "unmix", "inter_intra", "mochi".
+        mixer_kwargs: dict of constructor arguments of a strategy or mixer
+            given by name (e.g. `{"alpha": 1.0}`, the MoCHi sizes).
         mix_weight: float >= 0, weight of the mixup term.
         seed: int seed of the queue initialisation, λ, pairings and MoCHi.
         num_samples: int or None; given, the model keeps an ODC memory
@@ -146,67 +122,18 @@ class MoCoV2(StepModel):
         self.momentum = float(momentum)
         self.mix_weight = float(mix_weight)
         self.seed = seed
-        self.mixer_kwargs = dict(mixer_kwargs or {})
         self.seed_generator = keras.random.SeedGenerator(seed)
 
         # ---------------------------------------------------------- mixing
-        self.mixer = mixer
-        self._mixer = None  # the class-level Mixer of the cross-view pipeline
-        if isinstance(mixer, str) and mixer.lower() in SSL_METHODS:
-            self.mixer = mixer.lower()
-            if self.mixer == "mochi":
-                unknown = set(self.mixer_kwargs) - set(_MOCHI_DEFAULTS)
-                if unknown:
-                    raise ValueError(
-                        f"`mixer_kwargs` for 'mochi' accepts {sorted(_MOCHI_DEFAULTS)}; "
-                        f"received {sorted(unknown)}."
-                    )
-                sizes = {**_MOCHI_DEFAULTS, **self.mixer_kwargs}
-                for arg, value in sizes.items():
-                    if not isinstance(value, numbers.Integral) or value < 0:
-                        raise ValueError(
-                            f"MoCHi `{arg}` must be an int >= 0; received {arg}={value!r}."
-                        )
-                if sizes["num_hard"] < 1:
-                    raise ValueError(
-                        f"MoCHi `num_hard` must be >= 1; received num_hard={sizes['num_hard']!r}."
-                    )
-                self._mochi_sizes = sizes
-            else:
-                self._ssl_alpha = float(self.mixer_kwargs.get("alpha", 1.0))
-                if not self._ssl_alpha > 0:
-                    raise ValueError(
-                        f"`mixer_kwargs['alpha']` must be > 0; received {self._ssl_alpha!r}."
-                    )
-                if self.mixer in ("unmix", "inter_intra"):
-                    self._cutmix = mixers_lib.get("cutmix", alpha=self._ssl_alpha,
-                                                  seed=self.seed_generator)
-        elif mixer is not None:
-            if isinstance(mixer, mixers_lib.Mixer):
-                if self.mixer_kwargs:
-                    raise ValueError(
-                        "`mixer_kwargs` apply to a mixer given by name; received a Mixer "
-                        f"object with mixer_kwargs={self.mixer_kwargs}."
-                    )
-                self._mixer = mixer
-            elif isinstance(mixer, str):
-                self._mixer = mixers_lib.get(mixer, seed=self.seed_generator,
-                                             **self.mixer_kwargs)
-            else:
-                raise ValueError(
-                    f"`mixer` must be None, a mixer name, a Mixer or one of {SSL_METHODS}; "
-                    f"received mixer={mixer!r}."
-                )
-            if self._mixer.requires_saliency or self._mixer.mixes_hidden:
-                raise ValueError(
-                    "The cross-view pipeline mixes input images without saliency; "
-                    f"received mixer={mixer!r}."
-                )
-
-        # Mixers hold no weights; mark them built so that `fit` needs no
-        # symbolic build of the model (which would call it on the two-view dict).
-        for layer in (self._mixer, getattr(self, "_cutmix", None)):
-            if layer is not None and not layer.built:
+        self.mixer = mixing_lib.get(mixer, mixer_kwargs)  # a MoCoMixing strategy or None
+        if self.mixer is not None:
+            self.mixer.build(self)
+        # Tracked so that the mixers' seed state saves with the model. Mixers hold
+        # no weights; they are marked built so that `fit` needs no symbolic build
+        # of the model (which would call it on the two-view dict).
+        self._mixing_layers = [] if self.mixer is None else list(self.mixer.layers())
+        for layer in self._mixing_layers:
+            if not layer.built:
                 layer.build(None)
 
         # -------------------------------------------------------- encoders
@@ -239,9 +166,9 @@ class MoCoV2(StepModel):
         ]
 
         # ------------------------------------------------------------- ODC
-        if self.mixer in CLUSTER_METHODS and num_samples is None:
+        if self.mixer is not None and self.mixer.needs_clusters and num_samples is None:
             raise ValueError(
-                f"mixer={self.mixer!r} mixes by ODC cluster: pass `num_samples` (the "
+                f"mixer={self.mixer.name!r} mixes by ODC cluster: pass `num_samples` (the "
                 "training set's size, the memory's rows); received num_samples=None."
             )
         self.num_samples = None if num_samples is None else int(num_samples)
@@ -258,7 +185,7 @@ class MoCoV2(StepModel):
         self.queue = self.add_weight(
             shape=(self.queue_size, self.projection_dim), initializer="zeros",
             trainable=False, name="queue", aggregation="only_first_replica")
-        self.queue.assign(_l2_normalize(keras.random.normal(
+        self.queue.assign(l2_normalize(keras.random.normal(
             (self.queue_size, self.projection_dim), seed=keras.random.SeedGenerator(seed))))
         self.queue_ptr = self.add_weight(
             shape=(), dtype="int32", initializer="zeros", trainable=False,
@@ -288,12 +215,12 @@ class MoCoV2(StepModel):
     def query_embedding(self, images, training=False):
         """Query projection, L2-normalised, (B, projection_dim) float32."""
         features = self.encoder_features(images, training=training)
-        return _l2_normalize(self.proj_out(self.proj_hidden(features)))
+        return l2_normalize(self.proj_out(self.proj_hidden(features)))
 
     def key_embedding(self, images, training=True):
         """Key projection (stop-gradient), L2-normalised, (B, projection_dim)."""
         features = self.pool(self.key_backbone(images, training=training))
-        return ops.stop_gradient(_l2_normalize(self.key_proj_out(self.key_proj_hidden(features))))
+        return ops.stop_gradient(l2_normalize(self.key_proj_out(self.key_proj_hidden(features))))
 
     def call(self, images, training=False):
         return self.query_embedding(images, training=training)
@@ -319,11 +246,7 @@ class MoCoV2(StepModel):
         batch = None if view1 is None else view1.shape[0]
         if batch is None:
             return
-        replicas = 1
-        if _BACKEND == "tensorflow":
-            import tensorflow as tf  # the replica count of a tf.distribute strategy
-
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        replicas = num_replicas()
         if batch * replicas > self.queue_size:
             raise ValueError(
                 f"`queue_size` must be >= the global batch size {batch * replicas}; "
@@ -398,145 +321,26 @@ class MoCoV2(StepModel):
     def compute_losses(self, x, mix_params=None):
         """The loss terms of one step for the two views `x`; no queue update.
 
-        Returns a dict: "nce" (eq. 2, or 0 for i-Mix, whose loss replaces it),
-        "mix" (the mixup term, 0 without a mixer; unweighted) and "keys" (the
-        view-2 keys to enqueue). `mix_params` fixes the mixing parameters
-        (tests): for a class-level mixer a dict of its `sample_params`
-        ({"lam", "perm", maybe "mask"}); for "imix" {"lam" (scalar), "perm"};
-        for "unmix" {"lam" (scalar), "mask" (B, H, W, 1) weight of the
-        CutMix first image, "cutmix_lam" (B,)}.
+        Returns a dict: "nce" (eq. 2, MoCHi's version of it, or 0 for i-Mix,
+        whose loss replaces it), "mix" (the mixup term, 0 without one;
+        unweighted) and "keys" (the view-2 keys to enqueue). `mix_params`
+        fixes the strategy's mixing parameters (tests; see
+        `keras_amix.models.moco_mixing`).
         """
         view1, view2 = self._views(x)
         self._check_ids(x)
         queue = ops.stop_gradient(ops.convert_to_tensor(self.queue))
         k2 = self.key_embedding(view2, training=True)
-        zero = ops.zeros((), "float32")
-        if self.mixer == "imix":
-            return {"nce": zero, "mix": self._imix_loss(view1, k2, queue, mix_params),
-                    "keys": k2}
-        q1 = self.query_embedding(view1, training=True)
-        if self.mixer == "mochi":
-            synthetic = self.hard_negatives(q1, queue)
-            nce = ops.mean(self.mochi_loss(q1, k2, queue, synthetic))
+        mixing = self.mixer or _PLAIN
+        if mixing.replaces_nce:
+            nce = ops.zeros((), "float32")
         else:
-            nce = ops.mean(losses_lib.info_nce(q1, k2, queue, self.temperature,
-                                               normalize=False))
-        mix = zero
-        if self._mixer is not None:
-            mix = self._cross_view_loss(view1, view2, k2, queue, mix_params)
-        elif self.mixer == "unmix":
-            mix = self._unmix_loss(view1, k2, queue, mix_params)
-        elif self.mixer == "inter_intra":
-            mix = self._inter_intra_loss(view1, view2, k2, queue, self.cluster_labels(x),
-                                         mix_params)
+            nce = mixing.nce_loss(self, self.query_embedding(view1, training=True), k2, queue)
+        mix = ops.zeros((), "float32")
+        if mixing.has_mix_term:
+            clusters = self.cluster_labels(x) if mixing.needs_clusters else None
+            mix = mixing.mix_loss(self, view1, view2, k2, queue, clusters, mix_params)
         return {"nce": nce, "mix": mix, "keys": k2}
-
-    def _inter_intra_loss(self, view1, view2, k2, queue, clusters, params):
-        """Cross-view eq. 4 with MixUp inside a cluster and CutMix across clusters."""
-        if params is None:
-            cut = self._cutmix.sample_params(view1)
-            params = {"lam": sample_lambda(self.seed_generator, self._ssl_alpha, ()),
-                      "perm": cut["perm"], "mask": cut["mask"], "cutmix_lam": cut["lam"]}
-        perm = params["perm"]
-        same = ops.equal(clusters, ops.take(clusters, perm, axis=0))
-        lam_mix = ops.cast(params["lam"], "float32")
-        weight = ops.where(same[:, None, None, None], lam_mix,
-                           ops.cast(params["mask"], "float32"))
-        lam = ops.where(same, lam_mix, ops.cast(params["cutmix_lam"], "float32"))
-        x_mix = mix_images(view1, ops.take(view2, perm, axis=0), weight)
-        q_mix = self.query_embedding(x_mix, training=True)
-        k1 = self.key_embedding(view1, training=True)
-        return ops.mean(losses_lib.mixup_info_nce(
-            q_mix, k2, ops.take(k1, perm, axis=0), queue, lam, self.temperature,
-            normalize=False))
-
-    def _cross_view_loss(self, view1, view2, k2, queue, params):
-        if params is None:
-            params = self._mixer.sample_params(view1)
-        perm = params["perm"]
-        x_mix = self._mixer.mix_images(view1, ops.take(view2, perm, axis=0), params)
-        q_mix = self.query_embedding(x_mix, training=True)
-        k1 = self.key_embedding(view1, training=True)
-        return ops.mean(losses_lib.mixup_info_nce(
-            q_mix, k2, ops.take(k1, perm, axis=0), queue, params["lam"],
-            self.temperature, normalize=False))
-
-    def _imix_loss(self, view1, k2, queue, params):
-        batch = ops.shape(view1)[0]
-        if params is None:
-            params = {"lam": sample_lambda(self.seed_generator, self._ssl_alpha, ()),
-                      "perm": mixers_lib.sample_permutation(self.seed_generator, batch)}
-        lam = ops.cast(params["lam"], "float32")
-        perm = params["perm"]
-        x_mix = lam * view1 + (1.0 - lam) * ops.take(view1, perm, axis=0)
-        q_mix = self.query_embedding(x_mix, training=True)
-        logits = ops.matmul(q_mix, ops.transpose(ops.concatenate([k2, queue], axis=0)))
-        logits = logits / self.temperature
-        own = ops.arange(batch, dtype="int32")
-        return ops.mean(lam * _cross_entropy_at(logits, own)
-                        + (1.0 - lam) * _cross_entropy_at(logits, ops.cast(perm, "int32")))
-
-    def _unmix_loss(self, view1, k2, queue, params):
-        batch = ops.shape(view1)[0]
-        reverse = ops.flip(ops.arange(batch, dtype="int32"), axis=0)
-        reversed_view = ops.take(view1, reverse, axis=0)
-        k_rev = ops.take(k2, reverse, axis=0)
-        if params is None:
-            lam = sample_lambda(self.seed_generator, self._ssl_alpha, ())
-            cut = self._cutmix.sample_params(view1)
-            params = {"lam": lam, "mask": cut["mask"], "cutmix_lam": cut["lam"]}
-        lam = ops.cast(params["lam"], "float32")
-        mask = ops.cast(params["mask"], view1.dtype)
-        terms = []
-        for x_mix, weight in ((lam * view1 + (1.0 - lam) * reversed_view, lam),
-                              (mask * view1 + (1.0 - mask) * reversed_view,
-                               params["cutmix_lam"])):
-            q_mix = self.query_embedding(x_mix, training=True)
-            terms.append(ops.mean(losses_lib.mixup_info_nce(
-                q_mix, k2, k_rev, queue, weight, self.temperature, normalize=False)))
-        return 0.5 * (terms[0] + terms[1])
-
-    # ------------------------------------------------------------- MoCHi
-    def hard_negatives(self, q, queue):
-        """MoCHi's synthetic hard negatives per query, (B, s1 + s2, d), unit norm.
-
-        The first `num_mix` mix two of the query's `num_hard` hardest queue
-        keys (α ~ U(0, 1)), the last `num_query_mix` mix the query with one of
-        them (query weight β ~ U(0, 0.5)). They carry no gradient.
-        """
-        sizes = self._mochi_sizes
-        q = ops.stop_gradient(ops.cast(q, "float32"))
-        batch = ops.shape(q)[0]
-        n = min(sizes["num_hard"], self.queue_size)
-        _, hard_idx = ops.top_k(ops.matmul(q, ops.transpose(queue)), k=n)  # (B, N)
-        seed = self.seed_generator
-        s1, s2 = sizes["num_mix"], sizes["num_query_mix"]
-
-        def hard_keys(count):
-            # Pick among each query's N hardest by index, then gather those
-            # queue rows: never materialises the (B, N, d) hard set.
-            pick = keras.random.randint((batch, count), 0, n, seed=seed)
-            return ops.take(queue, ops.take_along_axis(hard_idx, pick, axis=1), axis=0)
-
-        parts = []
-        if s1:
-            h_i, h_j = hard_keys(s1), hard_keys(s1)
-            alpha = keras.random.uniform((batch, s1, 1), seed=seed)
-            parts.append(alpha * h_i + (1.0 - alpha) * h_j)
-        if s2:
-            beta = 0.5 * keras.random.uniform((batch, s2, 1), seed=seed)
-            parts.append(beta * q[:, None, :] + (1.0 - beta) * hard_keys(s2))
-        if not parts:
-            return ops.zeros((batch, 0, self.projection_dim), "float32")
-        return ops.stop_gradient(_l2_normalize(ops.concatenate(parts, axis=1)))
-
-    def mochi_loss(self, q, k_pos, queue, synthetic):
-        """Per-query (B,) infoNCE with `synthetic[b]` appended to query b's negatives."""
-        pos = ops.sum(q * k_pos, axis=-1, keepdims=True)
-        neg = ops.matmul(q, ops.transpose(queue))
-        own = ops.einsum("bd,bsd->bs", q, synthetic)  # (B, S)
-        logits = ops.concatenate([pos, neg, own], axis=-1) / self.temperature
-        return ops.logsumexp(logits, axis=-1) - logits[:, 0]
 
     # ------------------------------------------------------------- queue
     def enqueue(self, keys):
@@ -563,9 +367,7 @@ class MoCoV2(StepModel):
     # ------------------------------------------------------ serialisation
     def get_config(self):
         config = super().get_config()
-        mixer = self.mixer
-        if isinstance(mixer, mixers_lib.Mixer):
-            mixer = keras.saving.serialize_keras_object(mixer)
+        mixer = None if self.mixer is None else keras.saving.serialize_keras_object(self.mixer)
         config.update(
             backbone=keras.saving.serialize_keras_object(self.backbone),
             projection_dim=self.projection_dim,
@@ -574,7 +376,6 @@ class MoCoV2(StepModel):
             temperature=self.temperature,
             momentum=self.momentum,
             mixer=mixer,
-            mixer_kwargs=self.mixer_kwargs,
             mix_weight=self.mix_weight,
             seed=self.seed,
             num_samples=self.num_samples,

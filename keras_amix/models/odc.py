@@ -46,20 +46,6 @@ import keras
 import numpy as np
 from keras import ops
 
-_BACKEND = keras.backend.backend()
-
-
-def all_gather(x):
-    """Concatenates `x` over the replicas of a TF `tf.distribute` strategy, else identity."""
-    if _BACKEND != "tensorflow":
-        return x
-    import tensorflow as tf  # replica context of tf.distribute (MirroredStrategy)
-
-    ctx = tf.distribute.get_replica_context()
-    if ctx is None or ctx.num_replicas_in_sync <= 1:
-        return x
-    return ctx.all_gather(x, axis=0)
-
 
 def _normalize(x):
     x = ops.cast(x, "float32")

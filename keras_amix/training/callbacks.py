@@ -277,7 +277,7 @@ class MixImageSummary(keras.callbacks.Callback):
 
     def write(self, step):
         """Writes one grid of the current model at `step`; returns the grid."""
-        import tensorflow as tf
+        import tensorflow as tf  # TensorFlow only: TensorBoard's event writer, as Keras' own
 
         grid = mix_grid(self.model, self.images, self.lams, self.perm, self.mean, self.std)
         if self._writer is None:

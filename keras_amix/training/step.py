@@ -34,6 +34,8 @@ import warnings
 import keras
 from keras import ops
 
+from keras_amix.training.backend import num_replicas
+
 _BACKEND = keras.backend.backend()
 
 # Key prefix of the seed-generator states in the model's own weights entry
@@ -191,7 +193,7 @@ class StepModel(keras.Model):
             import tensorflow as tf
 
             x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            replicas = num_replicas()
             with tf.GradientTape() as tape:
                 loss = self.compute_train_loss(x, y)
                 # Gradients are summed over replicas by the optimizer, so the
@@ -301,35 +303,6 @@ class StepModel(keras.Model):
             non_trainable, metric_vars = new[n_t : n_t + n_nt], new[n_t + n_nt :]
             logs, _ = self._run_stateless(self._eval_logs, mv, metric_vars)
             return logs, (trainable, non_trainable, metric_vars)
-
-
-def input_gradient(fn, x):
-    """Gradient of the scalar `fn(x)` with respect to the tensor `x`.
-
-    Runs on every backend inside a training step (PuzzleMix and Co-Mixup use
-    it for the saliency |dL/dx|). The result carries no gradient itself.
-    """
-    if _BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        x = tf.convert_to_tensor(x)
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            value = fn(x)
-        return tf.stop_gradient(tape.gradient(value, x))
-    if _BACKEND == "jax":
-        import jax
-
-        return jax.lax.stop_gradient(jax.grad(lambda t: fn(t))(x))
-    if _BACKEND == "torch":
-        import torch
-
-        x = x.detach().requires_grad_(True)
-        with torch.enable_grad():
-            value = fn(x)
-            (grad,) = torch.autograd.grad(value, x)
-        return grad.detach()
-    raise NotImplementedError(f"input_gradient does not support backend {_BACKEND!r}.")
 
 
 def ema_update(targets, sources, momentum):

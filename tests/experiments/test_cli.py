@@ -47,9 +47,10 @@ for args in cases:
     os.environ.pop("TF_ENABLE_ONEDNN_OPTS", None)
     with contextlib.redirect_stderr(err):
         try:
-            mod.main(common.parse_flags(sys.argv + args))
+            mod.main(mod.parse_flags(sys.argv + args))
         except SystemExit as exit:
             code = exit.code
+    mod.FLAGS.unparse_flags()
     flags.FLAGS.unparse_flags()
     rows.append(dict(args=args, code=code, stderr=err.getvalue(), ran=dict(ran),
                      heavy=sorted(m for m in ("tensorflow", "keras", "jax") if m in sys.modules)))
@@ -167,6 +168,63 @@ def test_help_lists_every_flag_of_the_binary(binary):
     wanted = {f"--{name}" for name in BINARIES[binary].CONFIG_FLAGS}
     assert wanted | {"--preset", "--smoke", "--workdir"} <= listed, wanted - listed
     assert f"(default: '{BINARIES[binary].Config.batch_size}')" in proc.stdout
+
+
+@pytest.mark.backend_independent
+@pytest.mark.parametrize("binary", ["train_supervised", "train_selfsup", "linear_eval",
+                                    "reproduce", "visualize_amix", "visualize_mixers"])
+def test_help_exits_0_without_loading_keras(binary):
+    # `-X importtime` lists every module imported: --help must not pay for Keras / TF.
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", f"experiments.{binary}",
+                           "--help"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "flags:" in proc.stdout and "  --" in proc.stdout
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert not {"keras", "tensorflow", "jax", "torch"} & imported
+
+
+def test_binaries_keep_their_own_flags_in_one_process():
+    # Same flag names, different defaults: each binary's FlagValues is its own.
+    assert train_supervised.FLAGS is not train_selfsup.FLAGS
+    for module in BINARIES.values():
+        module.FLAGS.unparse_flags()
+        module.FLAGS([module.__name__])
+        for field in dataclasses.fields(module.Config):
+            value = module.FLAGS[field.name].value
+            if field.type is tuple:
+                value = tuple(type(d)(v) for d, v in zip(field.default, value))
+            assert value == field.default, (module.__name__, field.name)
+        module.FLAGS.unparse_flags()
+
+
+def test_config_fields_become_flags_with_their_help_and_check():
+    from absl import flags
+
+    @dataclasses.dataclass(frozen=True)
+    class Toy:
+        epochs: int = 3  # shared: help and check from common.SHARED_FLAGS / SHARED_CHECKS
+        scale: float = common.flag(0.5, "A scale in [0, 1].", common.number(0, 1))
+        names: tuple = common.flag(("a",), "Repeatable.", common.text())
+        fractions: tuple = common.flag((0.1, 0.2), "Comma-separated.", comma_list=True)
+
+    values = flags.FlagValues()
+    checks = common.define_config_flags(Toy, values)
+    assert set(checks) == {"epochs", "scale", "names"}
+    assert values["epochs"].help == common.SHARED_FLAGS["epochs"]
+    assert checks["epochs"] is common.SHARED_CHECKS["epochs"]
+    values(["toy", "--scale=0.25", "--names=x", "--names=y", "--fractions=0.3,0.4"])
+    assert (values.scale, values.names, values.fractions) == (0.25, ["x", "y"], ["0.3", "0.4"])
+    assert values["epochs"].value == 3 and not values["epochs"].present
+    with pytest.raises(ValueError, match="--scale"):
+        checks["scale"]("scale", 2.0)
+
+    @dataclasses.dataclass(frozen=True)
+    class Undocumented:
+        mystery: int = 1
+
+    with pytest.raises(TypeError, match="mystery"):
+        common.define_config_flags(Undocumented, flags.FlagValues())
 
 
 @pytest.mark.parametrize("binary", sorted(BINARIES))

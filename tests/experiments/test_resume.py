@@ -99,7 +99,7 @@ def train(cfg, workdir, extra_callbacks=()):
 
 
 binary.train = train
-app.run(binary.main, flags_parser=common.parse_flags)
+app.run(binary.main, flags_parser=binary.parse_flags)
 """
 
 

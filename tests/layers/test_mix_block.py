@@ -854,3 +854,21 @@ def test_short_fit_compiled(rng):
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
     gamma = float(_np(block.gamma_weight))
     assert 0.0 <= gamma <= 1.0
+
+
+def test_every_switch_is_a_keyword_argument_defaulting_to_the_preset():
+    import inspect
+
+    from keras_amix.layers.mix_block import FROM_PRESET, PRESETS, SWITCHES
+
+    params = inspect.signature(MixBlock).parameters
+    switches = [name for name, p in params.items() if p.default is FROM_PRESET]
+    assert switches == list(SWITCHES)
+    assert all(params[name].kind is inspect.Parameter.KEYWORD_ONLY for name in switches)
+    for preset, values in PRESETS.items():
+        config = MixBlock(preset).get_config()
+        assert {name: config[name] for name in SWITCHES} == values, preset
+    # An explicit switch overrides the preset; a misspelt one is refused by Keras.
+    assert MixBlock("amix", attention="cross").get_config()["attention"] == "cross"
+    with pytest.raises(ValueError, match="atention"):
+        MixBlock("amix", atention="cross")

@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 
 from keras_amix import backbones
+from keras_amix import losses as losses_lib
+from keras_amix.models import moco_mixing
 from keras_amix.models.moco import MoCoV2
 
 TAU = 0.2
@@ -176,7 +178,8 @@ def test_mochi_synthetic_negatives_are_unit_norm_and_hard():
     q = rng.normal(size=(4, 8)).astype("float32")
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     queue = _np(model.queue)
-    synthetic = _np(model.hard_negatives(keras.ops.convert_to_tensor(q), model.queue))
+    synthetic = _np(model.mixer.hard_negatives(model, keras.ops.convert_to_tensor(q),
+                                                model.queue))
     assert synthetic.shape == (4, 5, 8)
     np.testing.assert_allclose(np.linalg.norm(synthetic, axis=-1), 1.0, rtol=1e-5)
     hardest = queue[np.argmax(q @ queue.T, axis=1)]
@@ -195,16 +198,16 @@ def test_mochi_negatives_only_join_their_own_query():
     synthetic = unit(rng.normal(size=(4, 5, 8)))
     queue = _np(model.queue)
     t = keras.ops.convert_to_tensor
-    got = _np(model.mochi_loss(t(q.astype("float32")), t(k.astype("float32")), model.queue,
-                               t(synthetic.astype("float32"))))
+    got = _np(model.mixer.loss(model, t(q.astype("float32")), t(k.astype("float32")),
+                               model.queue, t(synthetic.astype("float32"))))
     expected = _nce_np(q, k, np.concatenate(
         [np.broadcast_to(queue, (4,) + queue.shape), synthetic], axis=1))
     np.testing.assert_allclose(got, expected, rtol=1e-5)
     # Changing query 1's synthetic negatives leaves the other losses alone.
     other = synthetic.copy()
     other[1] = unit(rng.normal(size=(5, 8)))
-    got2 = _np(model.mochi_loss(t(q.astype("float32")), t(k.astype("float32")), model.queue,
-                                t(other.astype("float32"))))
+    got2 = _np(model.mixer.loss(model, t(q.astype("float32")), t(k.astype("float32")),
+                                model.queue, t(other.astype("float32"))))
     np.testing.assert_allclose(got2[[0, 2, 3]], got[[0, 2, 3]], rtol=1e-6)
     assert abs(got2[1] - got[1]) > 1e-4
 
@@ -240,7 +243,7 @@ def test_save_load_keeps_queue_pointer_and_encoders(tmp_path):
     config, loaded_config = model.get_config(), loaded.get_config()
     config.pop("backbone"), loaded_config.pop("backbone")
     assert loaded_config == config
-    assert loaded.mixer == "mixup" and loaded._mixer.alpha == 0.5
+    assert loaded.mixer.name == "mixup" and loaded.mixer.layer.alpha == 0.5
     assert int(_np(loaded.queue_ptr)) == 8
     np.testing.assert_allclose(_np(loaded.queue), _np(model.queue))
     for (k1, _), (k2, _) in zip(model._ema_pairs, loaded._ema_pairs):
@@ -263,6 +266,64 @@ def test_bad_arguments():
             MoCoV2(bb, **kwargs)
 
 
+@pytest.mark.parametrize("strategy,name", [
+    (moco_mixing.CrossView("cutmix", alpha=0.5), "cutmix"),
+    (moco_mixing.IMix(alpha=0.5), "imix"),
+    (moco_mixing.UnMix(alpha=0.5), "unmix"),
+    (moco_mixing.MoCHi(num_hard=2, num_mix=1, num_query_mix=0), "mochi"),
+])
+def test_a_strategy_object_is_the_same_as_its_name(strategy, name):
+    kwargs = {k: v for k, v in strategy.get_config().items() if k != "mixer"}
+    by_name, by_object = _model(mixer=name, mixer_kwargs=kwargs), _model(mixer=strategy)
+    assert by_object.mixer is strategy and by_name.mixer.get_config() == strategy.get_config()
+    by_object.set_weights(by_name.get_weights())
+    x = {k: keras.ops.convert_to_tensor(v) for k, v in _views().items()}
+    for key in ("nce", "mix"):
+        np.testing.assert_allclose(_np(by_name.compute_losses(x)[key]),
+                                   _np(by_object.compute_losses(x)[key]), rtol=1e-6)
+    # It serialises as itself and comes back with the model's config.
+    config = keras.saving.serialize_keras_object(strategy)
+    again = keras.saving.deserialize_keras_object(config)
+    assert type(again) is type(strategy) and again.get_config() == strategy.get_config()
+    assert MoCoV2.from_config(by_object.get_config()).mixer.get_config() == strategy.get_config()
+
+
+def test_a_config_of_the_name_era_still_loads():
+    # Before the strategies, `mixer` was a name and `mixer_kwargs` its arguments.
+    config = _model().get_config()
+    config.update(mixer="imix", mixer_kwargs={"alpha": 0.25})
+    model = MoCoV2.from_config(config)
+    assert isinstance(model.mixer, moco_mixing.IMix) and model.mixer.alpha == 0.25
+
+
+def test_a_new_strategy_is_one_class():
+    class Mirror(moco_mixing.MoCoMixing):
+        """Toy: view 1 against its horizontal flip's key, as a 'mixup' term."""
+
+        name = "mirror"
+
+        def mix_loss(self, model, view1, view2, k2, queue, clusters=None, params=None):
+            q = model.query_embedding(view1, training=True)
+            k = model.key_embedding(keras.ops.flip(view1, axis=2), training=True)
+            return keras.ops.mean(losses_lib.info_nce(q, k, queue, model.temperature))
+
+    model = _model(mixer=Mirror())
+    terms = model.compute_losses({k: keras.ops.convert_to_tensor(v) for k, v in _views().items()})
+    assert float(_np(terms["mix"])) > 0 and model.mixer.name == "mirror"
+
+
+def test_strategy_arguments_are_checked():
+    for make, match in ((lambda: moco_mixing.IMix(alpha=0), "alpha=0"),
+                        (lambda: moco_mixing.MoCHi(num_hard=0), "num_hard=0"),
+                        (lambda: moco_mixing.CrossView(3), "3"),
+                        (lambda: _model(mixer=moco_mixing.IMix(), mixer_kwargs={"alpha": 1}),
+                         "mixer_kwargs"),
+                        (lambda: _model(mixer="puzzlemix"), "saliency"),
+                        (lambda: _model(mixer="inter_intra"), "num_samples")):
+        with pytest.raises(ValueError, match=match):
+            make()
+
+
 def test_queue_smaller_than_batch_is_rejected():
     model = _model(queue_size=3)
     x = {k: keras.ops.convert_to_tensor(v) for k, v in _views().items()}
@@ -280,6 +341,8 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras, numpy as np
 from keras_amix import backbones
+from keras_amix import losses as losses_lib
+from keras_amix.models import moco_mixing
 from keras_amix.models.moco import MoCoV2
 
 rng = np.random.default_rng(0)
@@ -325,6 +388,8 @@ os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
 import jax, keras, numpy as np
 from keras import ops
 from keras_amix import backbones
+from keras_amix import losses as losses_lib
+from keras_amix.models import moco_mixing
 from keras_amix.models.moco import MoCoV2
 
 assert len(jax.devices()) == 2, jax.devices()
@@ -344,7 +409,7 @@ def record_params(model):
                                        name="perm_record")}
     step = model.add_weight(shape=(), dtype="int32", initializer="zeros", trainable=False,
                             name="step_record")
-    sample = model._mixer.sample_params
+    sample = model.mixer.layer.sample_params
 
     def sample_and_record(images, *args, **kwargs):
         params = sample(images, *args, **kwargs)
@@ -355,7 +420,7 @@ def record_params(model):
         step.assign(row + 1)
         return params
 
-    model._mixer.sample_params = sample_and_record
+    model.mixer.layer.sample_params = sample_and_record
     return record
 
 
@@ -429,7 +494,7 @@ def test_inter_intra_mixes_up_within_a_cluster_and_cuts_across():
     clusters = np.array([0, 0, 1, 1], "int32")
     k2 = model.key_embedding(x["view2"])
     queue = keras.ops.convert_to_tensor(model.queue)
-    got = _np(model._inter_intra_loss(x["view1"], x["view2"], k2, queue, clusters, params))
+    got = _np(model.mixer.mix_loss(model, x["view1"], x["view2"], k2, queue, clusters, params))
     v2p = x["view2"][perm]
     k1p = _np(model.key_embedding(x["view1"]))[perm]
     expected = np.mean(_np(losses_lib.mixup_info_nce(
@@ -439,7 +504,7 @@ def test_inter_intra_mixes_up_within_a_cluster_and_cuts_across():
     # ... and across clusters (0,2) (1,3): CutMix with λ = 0.5.
     perm = np.array([2, 3, 0, 1], "int32")
     params["perm"] = perm
-    got = _np(model._inter_intra_loss(x["view1"], x["view2"], k2, queue, clusters, params))
+    got = _np(model.mixer.mix_loss(model, x["view1"], x["view2"], k2, queue, clusters, params))
     mixed = box * x["view1"] + (1 - box) * x["view2"][perm]
     k1p = _np(model.key_embedding(x["view1"]))[perm]
     expected = np.mean(_np(losses_lib.mixup_info_nce(

@@ -344,7 +344,8 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras, numpy as np
 from keras import ops
-from keras_amix.models.odc import ODCCallback, ODCMemory, all_gather
+from keras_amix.models.odc import ODCCallback, ODCMemory
+from keras_amix.training.backend import all_gather
 from keras_amix.training.step import StepModel
 
 

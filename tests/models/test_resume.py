@@ -149,7 +149,7 @@ def test_every_models_seed_generators_are_found():
                                       amix.mix_block.value_dropout.seed_generator]
     moco = _moco()
     assert moco.seed_generators() == [moco.seed_generator]
-    assert moco._mixer.seed_generator is moco.seed_generator
+    assert moco.mixer.layer.seed_generator is moco.seed_generator
 
 
 def test_weights_without_seed_states_still_load(tmp_path, monkeypatch):
