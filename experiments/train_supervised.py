@@ -105,9 +105,11 @@ class Config:
         None, "EMA momentum at the end (cosine); unset: 1.0 (paper) or 0.999999 (official).",
         common.number(0, 1, optional=True))
     momentum_horizon: float = common.flag(
-        0.02, "AutoMix/AMix: largest EMA horizon 1/(1-m) of the momentum encoder as a "
+        None, "AutoMix/AMix: largest EMA horizon 1/(1-m) of the momentum encoder as a "
         "fraction of the training steps; lowers the starting momentum of short runs (the "
-        "paper's budgets are unchanged). 0: the schedule as written.", common.number(0, 1))
+        "paper's budgets are unchanged). 0: the schedule as written. Unset: 0.02 for AMix, "
+        "0 for AutoMix (whose masks saturate with it, BUILD_NOTES 2026-12-03).",
+        common.number(0, 1, optional=True))
     # The official code's two heads and full momentum forward: off by default until the
     # TF step with them is bit-reproducible under load (BUILD_NOTES 2026-12-02).
     separate_mix_head: bool = common.flag(
@@ -165,6 +167,19 @@ LEARNED_PRESET_LR = {"tiny_imagenet": dict(min_lr=0.05, phi_lr=0.1, phi_min_lr=1
 # Default mixing strength per method: each mixer's `default_alpha`, and the
 # AutoMix / AMix α of the paper (an `AMixClassifier` argument, not a mixer).
 DEFAULT_ALPHA = {**MIXERS["DEFAULT_ALPHA"], "automix": 2.0, "amix": 2.0}
+# The short-run momentum rule per learned method (`--momentum_horizon` unset): AMix
+# needs it on the demo budget (BUILD_NOTES 2026-12-02); with it AutoMix's masks
+# saturate to one image on the 5k x 100 budget, without it they do not (2026-12-03).
+MOMENTUM_HORIZON = {"amix": 0.02, "automix": 0.0}
+
+
+def method_defaults(cfg):
+    """`cfg` with the method's α and momentum rule where they are unset (None)."""
+    if cfg.alpha is None and cfg.method in DEFAULT_ALPHA:
+        cfg = dataclasses.replace(cfg, alpha=DEFAULT_ALPHA[cfg.method])
+    if cfg.momentum_horizon is None and cfg.method in MOMENTUM_HORIZON:
+        cfg = dataclasses.replace(cfg, momentum_horizon=MOMENTUM_HORIZON[cfg.method])
+    return cfg
 
 # The binary's own flags (`FLAGS`, its own absl FlagValues): --preset, one per
 # Config field, --smoke, --workdir. Every flag's check runs when the flags are
@@ -203,8 +218,7 @@ def resolve_config():
         if not FLAGS["warmup_epochs"].present:  # a warm-up shorter than the smoke run
             smoke["warmup_epochs"] = min(cfg.warmup_epochs, smoke.get("epochs", cfg.epochs) - 1)
         cfg = dataclasses.replace(cfg, **smoke)
-    if cfg.alpha is None and cfg.method in DEFAULT_ALPHA:
-        cfg = dataclasses.replace(cfg, alpha=DEFAULT_ALPHA[cfg.method])
+    cfg = method_defaults(cfg)
     cfg = learning_rates(cfg, FLAGS.preset)
     validate(cfg)
     return cfg
@@ -215,8 +229,7 @@ def config_for(preset="demo", **changes):
     (benchmarks build their models through it): the method's α and
     learning-rate floors filled in, then checked."""
     cfg = dataclasses.replace(PRESETS[preset], **changes)
-    if cfg.alpha is None and cfg.method in DEFAULT_ALPHA:
-        cfg = dataclasses.replace(cfg, alpha=DEFAULT_ALPHA[cfg.method])
+    cfg = method_defaults(cfg)
     cfg = learning_rates(cfg)
     validate(cfg)
     return cfg
@@ -338,6 +351,7 @@ def build_model(cfg, num_classes, total_steps=None):
     from keras_amix import models
     from keras_amix.training.schedules import MomentumSchedule
 
+    cfg = method_defaults(cfg)
     backbone = common.build_backbone(cfg.backbone, cfg.width, cfg.stem, cfg.image_size)
     if cfg.method == "vanilla":
         return models.MixupClassifier(backbone, num_classes)
@@ -396,7 +410,7 @@ def train(cfg, workdir, extra_callbacks=()):
 
     from keras_amix.training.callbacks import EpochTimer
 
-    cfg = learning_rates(cfg)
+    cfg = learning_rates(method_defaults(cfg))
     check_environment(cfg)
     common.set_determinism(cfg.seed, cfg.deterministic)
     os.makedirs(workdir, exist_ok=True)

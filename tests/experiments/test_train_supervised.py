@@ -165,6 +165,18 @@ def test_learning_rate_floor_per_method_and_preset(resolve_supervised):
         _resolve("--method=amix", "--lr=0.1", "--min_lr=0.2")
 
 
+@pytest.mark.backend_independent
+def test_momentum_rule_per_learned_method(resolve_supervised):
+    assert resolve_supervised(["--method=amix"]).momentum_horizon == 0.02
+    assert resolve_supervised(["--method=automix"]).momentum_horizon == 0.0
+    assert resolve_supervised(["--method=automix", "--momentum_horizon=0.05"]).momentum_horizon \
+        == 0.05
+    assert resolve_supervised(["--method=mixup"]).momentum_horizon is None
+    # The config a test or benchmark builds directly gets the same defaults.
+    assert ts.method_defaults(dataclasses.replace(ts.Config(), method="automix")) \
+        .momentum_horizon == 0.0
+
+
 @pytest.mark.parametrize("mode", ["coupled", "decoupled"])
 def test_optimizer_weight_decay_mode_and_cosine_floor(mode):
     import keras
