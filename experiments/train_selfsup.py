@@ -7,6 +7,8 @@ r"""Self-supervised MoCo v2 training with an instance-level mixup method.
                                 the cross-view pipeline: eq. 2 + the mixup infoNCE of eq. 4
     imix | unmix | mochi        i-Mix, Un-Mix, MoCHi
     inter_intra                 Inter-Intra (C): MixUp within an ODC cluster, CutMix across
+    puzzlemix_c                 PuzzleMix (C): PuzzleMix in the cross-view pipeline, its
+                                saliency from the ODC pseudo labels
     amix_i | amix_c             AMix-I / AMix-C: the cross-view mixup learned by a Mix
                                 Block+ (keras_amix.models.AMixSSL); AMix-C trains it on
                                 ODC pseudo labels (--num_clusters, default 200)
@@ -44,17 +46,19 @@ from experiments import common
 # self-supervised runs use the mixers' own α.
 MIXERS = common.mixer_names()
 CROSS_VIEW_METHODS = MIXERS["CROSS_VIEW"]
-SSL_METHODS = ("imix", "unmix", "mochi", "inter_intra")
+SSL_METHODS = ("imix", "unmix", "mochi", "inter_intra", "puzzlemix_c")
 # AMix-I / AMix-C, the AMixSSL variant each one is, and the Mix Block loss names.
 MIX_LOSS_NAMES = common.library_names("models/mix_loss_names.py")
 AMIX_METHODS = {"amix_i": "instance", "amix_c": "cluster"}
 METHODS = ("mocov2",) + CROSS_VIEW_METHODS + SSL_METHODS + tuple(AMIX_METHODS)
 # The methods that read ODC clusters (sample ids, a k-means start).
-CLUSTER_METHODS = ("amix_c", "inter_intra")
-# i-Mix and Un-Mix take α through `MoCoV2`'s mixer_kwargs (MoCHi has none);
+CLUSTER_METHODS = ("amix_c", "inter_intra", "puzzlemix_c")
+# i-Mix, Un-Mix, Inter-Intra and PuzzleMix (C) take α through `MoCoV2`'s mixer_kwargs
+# (MoCHi has none);
 # AMix-I/C use the paper's α = 2 (§4.3, Fig. 5).
 DEFAULT_ALPHA = {**{name: MIXERS["DEFAULT_ALPHA"][name] for name in CROSS_VIEW_METHODS},
-                 "imix": 1.0, "unmix": 1.0, "inter_intra": 1.0, "amix_i": 2.0, "amix_c": 2.0}
+                 "imix": 1.0, "unmix": 1.0, "inter_intra": 1.0,
+                 "puzzlemix_c": MIXERS["DEFAULT_ALPHA"]["puzzlemix"], "amix_i": 2.0, "amix_c": 2.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,7 +178,8 @@ def validate(cfg):
             f"received {cfg.queue_size}."
         )
     if cfg.method not in CLUSTER_METHODS and cfg.num_clusters != Config.num_clusters:
-        raise ValueError("`--num_clusters` applies to --method=amix_c|inter_intra (ODC); "
+        raise ValueError(f"`--num_clusters` applies to --method={'|'.join(CLUSTER_METHODS)} "
+                         "(ODC); "
                          f"received --num_clusters={cfg.num_clusters} with "
                          f"--method={cfg.method}.")
     if cfg.method not in AMIX_METHODS:

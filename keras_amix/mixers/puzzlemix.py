@@ -220,7 +220,7 @@ class _BlockMixer(Mixer):
         n = self.grid_size**2
         return n if self.num_iters is None else self.num_iters
 
-    def _targets(self, images, saliency, saliency_b):
+    def _targets(self, images, saliency, saliency_b, saliency_b_unpaired=None):
         batch, height, width = ops.shape(images)[:3]
         if self.grid_size > min(height, width):
             raise ValueError(
@@ -230,10 +230,13 @@ class _BlockMixer(Mixer):
         lam = self.sample_lam(batch)
         perm = self.sample_perm(batch)
         sal_a = pool_saliency(prepare_saliency(saliency, images), self.grid_size)
-        if saliency_b is None:
-            sal_b = ops.take(sal_a, perm, axis=0)
-        else:
+        if saliency_b is not None:
             sal_b = pool_saliency(prepare_saliency(saliency_b, images), self.grid_size)
+        elif saliency_b_unpaired is not None:  # another batch, paired by the drawn perm
+            sal_b = ops.take(pool_saliency(prepare_saliency(saliency_b_unpaired, images),
+                                           self.grid_size), perm, axis=0)
+        else:
+            sal_b = ops.take(sal_a, perm, axis=0)
         n = self.grid_size**2
         k = ops.cast(ops.round(lam * n), "int32")
         return lam, perm, sal_a, sal_b, k
@@ -297,6 +300,9 @@ class PuzzleMix(_BlockMixer):
         training: bool; False returns the inputs unchanged.
         saliency: (B, H, W) or (B, H, W, 1): |∂loss/∂x| summed over channels.
         saliency_b: optional saliency of already-paired images (SSL use).
+        saliency_b_unpaired: optional saliency of a second batch that the
+            drawn pairing pairs with `images` (cross-view SSL: view 2, whose
+            image perm(i) is mixed into view 1's image i).
 
     Example:
     ```python
@@ -317,7 +323,8 @@ class PuzzleMix(_BlockMixer):
         self.transport = bool(transport)
         self.transport_cost = float(transport_cost)
 
-    def sample_params(self, images, labels=None, saliency=None, saliency_b=None, **extra):
+    def sample_params(self, images, labels=None, saliency=None, saliency_b=None,
+                      saliency_b_unpaired=None, **extra):
         batch, height, width = ops.shape(images)[:3]
         if self.transport and (height % self.grid_size or width % self.grid_size):
             raise ValueError(
@@ -325,7 +332,8 @@ class PuzzleMix(_BlockMixer):
                 f"grid_size={self.grid_size}; received images of size "
                 f"{(height, width)}. Use transport=False or another grid_size."
             )
-        lam, perm, sal_a, sal_b, k = self._targets(images, saliency, saliency_b)
+        lam, perm, sal_a, sal_b, k = self._targets(images, saliency, saliency_b,
+                                                   saliency_b_unpaired)
         adjacency = ops.convert_to_tensor(grid_adjacency(self.grid_size))
         z = solve_block_masks(
             -(sal_a - sal_b), k, adjacency, self.smoothness, self._iters()

@@ -47,6 +47,9 @@ class MoCoV2(StepModel):
     * `"inter_intra"` → `InterIntra` (Inter-Intra (C), paper Table 4, Fig.
       2c): MixUp inside an ODC cluster, CutMix across; needs `num_samples`
       and `x["ids"]`.
+    * `"puzzlemix_c"` → `PuzzleMixC` (PuzzleMix (C), paper Table 4): PuzzleMix
+      in the cross-view pipeline, its saliency from the ODC labels; needs
+      `num_samples` and `x["ids"]`.
     * `"mochi"` → `MoCHi`: synthetic hard negatives in eq. 2, no mixup term.
 
     Args:
@@ -60,7 +63,7 @@ class MoCoV2(StepModel):
         momentum: float in [0, 1], EMA momentum m of the key encoder (0.999).
         mixer: None, a `moco_mixing.MoCoMixing` strategy (e.g.
             `IMix(alpha=1.0)`), a class-level mixer name / `Mixer`, or one of
-            "imix", "unmix", "inter_intra", "mochi".
+            "imix", "unmix", "inter_intra", "puzzlemix_c", "mochi".
         mixer_kwargs: dict of constructor arguments of a strategy or mixer
             given by name (e.g. `{"alpha": 1.0}`, the MoCHi sizes).
         mix_weight: float >= 0, weight of the mixup term.

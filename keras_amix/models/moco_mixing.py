@@ -8,6 +8,8 @@
 - `UnMix(alpha)`: Un-Mix, MixUp and CutMix of view 1 with the reversed batch.
 - `InterIntra(alpha)`: Inter-Intra (C), MixUp inside an ODC cluster, CutMix
   across clusters, in the cross-view pipeline.
+- `PuzzleMixC(alpha, **puzzlemix_kwargs)`: PuzzleMix (C), PuzzleMix in the
+  cross-view pipeline with a saliency from the ODC pseudo labels.
 - `MoCHi(num_hard, num_mix, num_query_mix)`: synthetic hard negatives added
   to MoCo's infoNCE (no mixup term).
 
@@ -33,6 +35,7 @@ from keras_amix import losses as losses_lib
 from keras_amix import mixers as mixers_lib
 from keras_amix.losses.contrastive import l2_normalize
 from keras_amix.mixers.primitives import mix_images, sample_lambda, sample_permutation
+from keras_amix.training.backend import input_gradient
 
 
 def _cross_entropy_at(logits, index):
@@ -359,8 +362,75 @@ class MoCHi(MoCoMixing):
                 "num_query_mix": self.num_query_mix}
 
 
+@keras.saving.register_keras_serializable(package="keras_amix")
+class PuzzleMixC(MoCoMixing):
+    """PuzzleMix (C) (paper Table 4): PuzzleMix in the cross-view pipeline, its
+    saliency from the ODC pseudo labels. Image i of view 1 is mixed with image
+    perm(i) of view 2 by PuzzleMix's saliency-guided block mask and transport;
+    eq. 4 with λ the mask's mean, positives as `CrossView`.
+
+    The saliency of each view is |∂ CE / ∂x| summed over channels, with the CE
+    of a cluster classifier on the sample's ODC label; the classifier is ODC's
+    own centroids (logits = q · centroidsᵀ / τ, the query encoder in inference
+    mode), so the strategy holds no weights. (The official code reads a
+    trained cluster head instead; MoCo v2 has none, and the centroids are the
+    clusters' prototypes.)
+
+    Args:
+        alpha: float > 0, Beta(α, α) of λ (None: PuzzleMix's default).
+        **puzzlemix_kwargs: more `PuzzleMix` arguments (`grid_size`,
+            `transport`, `smoothness`, ...).
+    """
+
+    name = "puzzlemix_c"
+    needs_clusters = True
+
+    def __init__(self, alpha=None, **puzzlemix_kwargs):
+        if alpha is not None:
+            alpha = _check_alpha("PuzzleMix (C)", alpha)
+        self.alpha = alpha
+        self.puzzlemix_kwargs = dict(puzzlemix_kwargs)
+
+    def build(self, model):
+        super().build(model)
+        self._puzzle = mixers_lib.get("puzzlemix", alpha=self.alpha, seed=model.seed_generator,
+                                      **self.puzzlemix_kwargs)
+
+    def layers(self):
+        return [self._puzzle]
+
+    def saliency(self, model, images, clusters):
+        """|∂ CE(q(x) · centroidsᵀ / τ, cluster) / ∂x| summed over channels, (B, H, W, 1)."""
+        centroids = ops.stop_gradient(ops.convert_to_tensor(model.odc.centroids))
+
+        def loss_of(x):
+            logits = ops.matmul(model.query_embedding(x, training=False),
+                                ops.transpose(centroids)) / model.temperature
+            return ops.sum(_cross_entropy_at(logits, clusters))
+
+        grad = input_gradient(loss_of, images)
+        return ops.sum(ops.abs(grad), axis=-1, keepdims=True)
+
+    def mix_loss(self, model, view1, view2, k2, queue, clusters=None, params=None):
+        if params is None:
+            params = self._puzzle.sample_params(
+                view1, saliency=self.saliency(model, view1, clusters),
+                saliency_b_unpaired=self.saliency(model, view2, clusters))
+        perm = params["perm"]
+        x_mix = self._puzzle.mix_images(view1, ops.take(view2, perm, axis=0), params)
+        q_mix = model.query_embedding(x_mix, training=True)
+        k1 = model.key_embedding(view1, training=True)
+        return ops.mean(losses_lib.mixup_info_nce(
+            q_mix, k2, ops.take(k1, perm, axis=0), queue, params["lam"],
+            model.temperature, normalize=False))
+
+    def get_config(self):
+        return {"alpha": self.alpha, **self.puzzlemix_kwargs}
+
+
 # The methods MoCoV2 implements itself, by name.
-STRATEGIES = {"imix": IMix, "unmix": UnMix, "inter_intra": InterIntra, "mochi": MoCHi}
+STRATEGIES = {"imix": IMix, "unmix": UnMix, "inter_intra": InterIntra,
+              "puzzlemix_c": PuzzleMixC, "mochi": MoCHi}
 
 
 def get(mixer, mixer_kwargs=None):

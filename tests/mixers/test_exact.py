@@ -190,6 +190,25 @@ def test_puzzlemix_keeps_salient_blocks():
     assert (mixed[0] == 1.0).sum() == 16 and (mixed[0] == 2.0).sum() == 16
 
 
+def test_puzzlemix_pairs_an_unpaired_saliency_by_its_own_perm():
+    # Cross-view use: the second batch's saliency, before pairing, is permuted by
+    # the perm the mixer draws, exactly as an already-paired one would be.
+    rng = np.random.default_rng(0)
+    images = rng.random((4, 8, 8, 1)).astype("float32")
+    sal_a, sal_other = rng.random((4, 8, 8)), rng.random((4, 8, 8))
+    def make():
+        return mixers.get("puzzlemix", grid_size=4, seed=5, no_repeat=True, transport=False)
+
+    unpaired = make().sample_params(images, saliency=sal_a, saliency_b_unpaired=sal_other)
+    perm = _np(unpaired["perm"])
+    assert np.all(perm != np.arange(4))
+    paired = make().sample_params(images, saliency=sal_a, saliency_b=sal_other[perm])
+    np.testing.assert_array_equal(_np(unpaired["block_mask"]), _np(paired["block_mask"]))
+    # ... and the pairing matters: the unpermuted saliency gives other masks.
+    ignored = make().sample_params(images, saliency=sal_a, saliency_b=sal_other)
+    assert not np.array_equal(_np(unpaired["block_mask"]), _np(ignored["block_mask"]))
+
+
 def _all_masks(n):
     return np.array(list(itertools.product([0, 1], repeat=n)), "float32")
 

@@ -513,6 +513,81 @@ def test_inter_intra_mixes_up_within_a_cluster_and_cuts_across():
     np.testing.assert_allclose(got, expected, rtol=1e-4)
 
 
+def _puzzlemix_c_model():
+    model = _model(mixer="puzzlemix_c", mixer_kwargs={"grid_size": 2}, num_samples=4,
+                   num_clusters=2, odc_kwargs={"min_cluster_size": 1}, momentum=1.0)
+    centroids = np.eye(2, 8, dtype="float32")  # two unit prototypes
+    model.odc.centroids.assign(centroids)
+    return model, centroids
+
+
+def test_puzzlemix_c_saliency_is_the_cluster_ce_gradient():
+    from keras_amix.training.backend import input_gradient
+
+    model, centroids = _puzzlemix_c_model()
+    views = _views()
+    clusters = np.array([0, 1, 1, 0], "int32")
+    got = _np(model.mixer.saliency(model, views["view1"], clusters))
+    assert got.shape == (4, 8, 8, 1) and np.all(got >= 0) and got.max() > 0
+
+    # The same CE written as -log softmax at the cluster, through the query encoder
+    # in inference mode.
+    def ce(x):
+        logits = keras.ops.matmul(model.query_embedding(x, training=False),
+                                  keras.ops.convert_to_tensor(centroids.T)) / TAU
+        return -keras.ops.sum(keras.ops.log_softmax(logits)
+                              * keras.ops.one_hot(clusters, 2))
+
+    expected = np.abs(_np(input_gradient(ce, keras.ops.convert_to_tensor(views["view1"]))))
+    np.testing.assert_allclose(got, expected.sum(-1, keepdims=True), rtol=1e-4, atol=1e-7)
+    # Inference mode: each image's saliency depends on its own label only.
+    other = _np(model.mixer.saliency(model, views["view1"], np.array([1, 1, 1, 0], "int32")))
+    assert not np.allclose(other[0], got[0])
+    np.testing.assert_allclose(other[1:], got[1:], rtol=1e-5, atol=1e-7)
+
+
+def test_puzzlemix_c_mixes_view1_with_view2_by_both_saliencies():
+    model, _ = _puzzlemix_c_model()
+    model.odc.labels.assign(np.array([0, 1, 1, 0], "int32"))
+    x = _views()
+    x["ids"] = np.arange(4)
+    (puzzle,) = model.mixer.layers()
+    seen = {}
+    sample = puzzle.sample_params
+
+    def record(images, **kwargs):
+        seen.update(kwargs)
+        seen["params"] = sample(images, **kwargs)
+        return seen["params"]
+
+    puzzle.sample_params = record
+    start = model.get_weights()
+    terms = model.compute_losses(x)
+    after = model.get_weights()
+    # The saliencies see the query encoder's BatchNorm statistics as the step left
+    # them after eq. 2's forward of view 1 (training mode), before the mixup term.
+    model.set_weights(start)
+    model.query_embedding(x["view1"], training=True)
+    clusters = np.array([0, 1, 1, 0], "int32")
+    for key, view in (("saliency", "view1"), ("saliency_b_unpaired", "view2")):
+        np.testing.assert_allclose(_np(seen[key]),
+                                   _np(model.mixer.saliency(model, x[view], clusters)),
+                                   rtol=1e-4, atol=1e-7)
+    model.set_weights(after)
+    # The term is eq. 4 on PuzzleMix's mixed images, λ = each mask's mean.
+    from keras_amix import losses as losses_lib
+
+    params = seen["params"]
+    perm = _np(params["perm"])
+    k2 = model.key_embedding(x["view2"])
+    k1p = _np(model.key_embedding(x["view1"]))[perm]
+    mixed = puzzle.mix_images(x["view1"], x["view2"][perm], params)
+    expected = np.mean(_np(losses_lib.mixup_info_nce(
+        model.query_embedding(mixed, training=True), k2, k1p,
+        keras.ops.convert_to_tensor(model.queue), params["lam"], TAU, normalize=False)))
+    np.testing.assert_allclose(_np(terms["mix"]), expected, rtol=1e-4)
+
+
 def test_inter_intra_needs_num_samples_and_ids():
     with pytest.raises(ValueError, match="num_samples"):
         _model(mixer="inter_intra")
