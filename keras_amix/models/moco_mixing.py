@@ -44,6 +44,18 @@ def _cross_entropy_at(logits, index):
     return ops.logsumexp(logits, axis=-1) - picked
 
 
+def _cross_view_term(model, mixer, view1, view2, k2, queue, params):
+    """Eq. 4 of the cross-view pipeline: `mixer` mixes image i of view 1 with
+    image perm(i) of view 2 by `params`; positives k(x_i^2) and k(x_perm(i)^1)."""
+    perm = params["perm"]
+    x_mix = mixer.mix_images(view1, ops.take(view2, perm, axis=0), params)
+    q_mix = model.query_embedding(x_mix, training=True)
+    k1 = model.key_embedding(view1, training=True)
+    return ops.mean(losses_lib.mixup_info_nce(
+        q_mix, k2, ops.take(k1, perm, axis=0), queue, params["lam"],
+        model.temperature, normalize=False))
+
+
 def _check_alpha(name, alpha):
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha > 0:
         raise ValueError(f"{name} `alpha` must be > 0; received alpha={alpha!r}.")
@@ -157,13 +169,7 @@ class CrossView(MoCoMixing):
     def mix_loss(self, model, view1, view2, k2, queue, clusters=None, params=None):
         if params is None:
             params = self._layer.sample_params(view1)
-        perm = params["perm"]
-        x_mix = self._layer.mix_images(view1, ops.take(view2, perm, axis=0), params)
-        q_mix = model.query_embedding(x_mix, training=True)
-        k1 = model.key_embedding(view1, training=True)
-        return ops.mean(losses_lib.mixup_info_nce(
-            q_mix, k2, ops.take(k1, perm, axis=0), queue, params["lam"],
-            model.temperature, normalize=False))
+        return _cross_view_term(model, self._layer, view1, view2, k2, queue, params)
 
     def get_config(self):
         mixer = self.mixer
@@ -416,13 +422,7 @@ class PuzzleMixC(MoCoMixing):
             params = self._puzzle.sample_params(
                 view1, saliency=self.saliency(model, view1, clusters),
                 saliency_b_unpaired=self.saliency(model, view2, clusters))
-        perm = params["perm"]
-        x_mix = self._puzzle.mix_images(view1, ops.take(view2, perm, axis=0), params)
-        q_mix = model.query_embedding(x_mix, training=True)
-        k1 = model.key_embedding(view1, training=True)
-        return ops.mean(losses_lib.mixup_info_nce(
-            q_mix, k2, ops.take(k1, perm, axis=0), queue, params["lam"],
-            model.temperature, normalize=False))
+        return _cross_view_term(model, self._puzzle, view1, view2, k2, queue, params)
 
     def get_config(self):
         return {"alpha": self.alpha, **self.puzzlemix_kwargs}
