@@ -108,7 +108,7 @@ class Config:
         None, "AutoMix/AMix: largest EMA horizon 1/(1-m) of the momentum encoder as a "
         "fraction of the training steps; lowers the starting momentum of short runs (the "
         "paper's budgets are unchanged). 0: the schedule as written. Unset: 0.02 for AMix, "
-        "0 for AutoMix (whose masks saturate with it, BUILD_NOTES 2026-12-03).",
+        "0 for AutoMix (whose masks saturate with it and one head, BUILD_NOTES 2026-12-03).",
         common.number(0, 1, optional=True))
     # The official code's two heads and full momentum forward: off by default until the
     # TF step with them is bit-reproducible under load (BUILD_NOTES 2026-12-02).
@@ -168,8 +168,9 @@ LEARNED_PRESET_LR = {"tiny_imagenet": dict(min_lr=0.05, phi_lr=0.1, phi_min_lr=1
 # AutoMix / AMix α of the paper (an `AMixClassifier` argument, not a mixer).
 DEFAULT_ALPHA = {**MIXERS["DEFAULT_ALPHA"], "automix": 2.0, "amix": 2.0}
 # The short-run momentum rule per learned method (`--momentum_horizon` unset): AMix
-# needs it on the demo budget (BUILD_NOTES 2026-12-02); with it AutoMix's masks
-# saturate to one image on the 5k x 100 budget, without it they do not (2026-12-03).
+# needs it on the demo budget (BUILD_NOTES 2026-12-02); with it and one head AutoMix's
+# masks saturate to one image on the 5k x 100 budget (not with the paper's momentum,
+# nor with the official two heads: 2026-12-03).
 MOMENTUM_HORIZON = {"amix": 0.02, "automix": 0.0}
 
 
