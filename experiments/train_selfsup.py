@@ -158,8 +158,7 @@ def resolve_config():
         if not FLAGS["warmup_epochs"].present:  # a warm-up shorter than the smoke run
             smoke["warmup_epochs"] = min(cfg.warmup_epochs, smoke.get("epochs", cfg.epochs) - 1)
         cfg = dataclasses.replace(cfg, **smoke)
-    if cfg.alpha is None and cfg.method in DEFAULT_ALPHA:
-        cfg = dataclasses.replace(cfg, alpha=DEFAULT_ALPHA[cfg.method])
+    cfg = with_default_alpha(cfg)
     validate(cfg)
     return cfg
 
@@ -198,13 +197,19 @@ def validate(cfg):
         )
 
 
+def with_default_alpha(cfg):
+    """`cfg` with the method's α where it is unset (None)."""
+    if cfg.alpha is None and cfg.method in DEFAULT_ALPHA:
+        cfg = dataclasses.replace(cfg, alpha=DEFAULT_ALPHA[cfg.method])
+    return cfg
+
+
 def config_for(preset="demo", **changes):
     """The config `--preset=PRESET --name=value ...` resolves to, without flags
     (benchmarks build their models through it): the method's α filled in,
     then checked."""
     cfg = dataclasses.replace(PRESETS[preset], **changes)
-    if cfg.alpha is None and cfg.method in DEFAULT_ALPHA:
-        cfg = dataclasses.replace(cfg, alpha=DEFAULT_ALPHA[cfg.method])
+    cfg = with_default_alpha(cfg)
     validate(cfg)
     return cfg
 

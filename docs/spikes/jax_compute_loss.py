@@ -5,32 +5,10 @@ os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
 import jax
 import keras
 import numpy as np
-from keras import ops
 
+from ema_model import EMAModel
 
-class EMAModel(keras.Model):
-    def __init__(self, **kw):
-        super().__init__(**kw)
-        self.online = keras.layers.Dense(4, name="online")
-        self.target = keras.layers.Dense(4, name="target")
-        self.online.build((None, 3)); self.target.build((None, 3))
-        for v in self.target.weights:
-            v.trainable = False
-        self.extra = keras.metrics.Mean(name="extra")
-
-    def call(self, x, training=False):
-        return self.online(x)
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        for t, s in zip(self.target.weights, self.online.weights):
-            t.assign(0.9 * t + 0.1 * s)
-        extra = ops.mean(ops.square(self.target(x)))
-        self.extra.update_state(extra)
-        return ops.mean(ops.square(y_pred - y)) + 0.0 * extra
-
-    @property
-    def metrics(self):
-        return [self.extra] + super().metrics
+keras.utils.set_random_seed(0)  # the same initial weights in every run of the script
 
 
 x = np.random.default_rng(0).normal(size=(16, 3)).astype("float32")

@@ -484,21 +484,13 @@ class MixBlock(keras.layers.Layer):
         seed=None,
         **kwargs,
     ):
+        given = locals()  # the arguments: every switch is a parameter of that name
         if preset not in PRESETS:
             raise ValueError(
                 f"`preset` must be one of {tuple(PRESETS)}; received preset={preset!r}."
             )
-        given = dict(
-            lam_encoding=lam_encoding, gamma=gamma, lam_rescale_k=lam_rescale_k,
-            content=content, activation=activation, value_bias=value_bias,
-            norm_epsilon=norm_epsilon, norm_momentum=norm_momentum, dropout=dropout,
-            attention=attention, upsample=upsample, mask_loss=mask_loss,
-            mask_loss_weight=mask_loss_weight, mean_margin=mean_margin, var_weight=var_weight,
-            var_center=var_center, mean_reduction=mean_reduction,
-            lam_adjust_prob=lam_adjust_prob, lam_margin=lam_margin,
-        )
-        switches = {name: PRESETS[preset][name] if value is FROM_PRESET else value
-                    for name, value in given.items()}
+        switches = {name: PRESETS[preset][name] if given[name] is FROM_PRESET else given[name]
+                    for name in SWITCHES}
         _validate_switches(switches)
         if in_channels is not None and (not isinstance(in_channels, int) or in_channels < 1):
             raise ValueError(

@@ -313,9 +313,10 @@ class ODCCallback(keras.callbacks.Callback):
     `memory.recompute_centroids()`, every `small_cluster_interval` batches
     `memory.deal_with_small_clusters()` (nothing before `memory.initialize`).
     Batches are counted by the model optimizer's `iterations` (so a resumed
-    run keeps the uninterrupted run's schedule), else over this `fit`. At each epoch end it appends `{"epoch", "cluster_sizes"
-    (list of K ints), "min_size", "max_size"}` to `history` (a list, given
-    or new) and adds `odc_min_cluster` / `odc_max_cluster` to the logs.
+    run keeps the uninterrupted run's schedule), else over this `fit`. At
+    each epoch end it appends `{"epoch", "cluster_sizes" (list of K ints),
+    "min_size", "max_size"}` to `history` (a list, given or new) and adds
+    `odc_min_cluster` / `odc_max_cluster` to the logs.
 
     Args:
         memory: the `ODCMemory` the trained model holds.
