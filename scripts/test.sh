@@ -30,8 +30,8 @@ KERAS_BACKEND=tensorflow "$PY" -m experiments.reproduce --suite=smoke --seeds=1 
   --suite_workdir="$(mktemp -d)/smoke" || status=1
 echo "=== reproduce --suite=smoke: $((SECONDS - start)) s ==="
 if "$PY" -c "import torch" >/dev/null 2>&1; then
-  echo "=== KERAS_BACKEND=torch (layers, mixers, losses) ==="
-  KERAS_BACKEND=torch "$PY" -m pytest tests/layers tests/mixers tests/losses tests/backbones -q -n 2 --dist loadfile "$@" || status=1
+  echo "=== KERAS_BACKEND=torch (layers, mixers, losses, the training step) ==="
+  KERAS_BACKEND=torch "$PY" -m pytest tests/layers tests/mixers tests/losses tests/backbones tests/training/test_step.py -q -n 2 --dist loadfile "$@" || status=1
 else
   echo "=== torch not installed: torch-backend tests skipped ==="
 fi
