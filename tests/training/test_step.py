@@ -24,10 +24,13 @@ def _tiny_backbone():
 
 
 def test_vanilla_step_equals_keras_own_trainer():
-    """One SGD step of the no-mix classifier = Keras' fit of the same network with CE.
+    """Two SGD steps of the no-mix classifier = Keras' fit of the same network with CE.
 
     A wrong step (a missing or doubled gradient, the wrong loss reduction, an
-    update applied twice) changes the weights.
+    update applied twice) changes the weights by about lr * gradient, far above
+    the tolerance. The tolerance covers only float32 rounding: the two losses
+    are the same log-softmax CE written in two places (reduction order differs,
+    ~1e-7 relative), carried through two steps.
     """
     x, y = _data()
     keras.utils.set_random_seed(0)
@@ -49,7 +52,10 @@ def test_vanilla_step_equals_keras_own_trainer():
 
 @pytest.mark.parametrize("preset", ["amix", "automix"])
 def test_amix_trains_and_updates_the_momentum_encoder(preset):
-    """Two AMix steps: finite losses, θ and φ move, θ_k follows θ by the EMA rule."""
+    """Two AMix steps: finite losses; θ, φ and θ_k move, and the step counter counts.
+
+    (The exact EMA rule is checked in tests/models/test_amix.py on TF and JAX.)
+    """
     x, y = _data(size=16)
     model = models.AMixClassifier(backbones.resnet(18, width=8), 3, mix_block=preset,
                                   seed=1, total_steps=2)
