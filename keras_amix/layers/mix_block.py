@@ -774,6 +774,9 @@ class MixBlock(keras.layers.Layer):
         the reductions.
         """
         _check_lam(lam, "mask_loss", _batch_of(mask))
+        return self._mask_loss(mask, lam)
+
+    def _mask_loss(self, mask, lam):
         return mask_losses.mask_loss(
             mask,
             lam,
@@ -784,6 +787,18 @@ class MixBlock(keras.layers.Layer):
             reduction=self.mean_reduction,
             var_center=self.var_center,
         )
+
+    # One call per mask of a training step: `lam` is validated once, in `call`.
+    def mask_and_loss(self, features_a, features_b, lam, image_size, training=True):
+        """``(mask, mask_loss(mask, lam))``: the mask φ trains on and its mask loss."""
+        mask = self(features_a, features_b, lam, image_size=image_size, training=training)
+        return mask, self._mask_loss(mask, lam)
+
+    def encoder_mask(self, features_a, features_b, lam, image_size, training=True):
+        """``mask_for_encoder(self(features_a, features_b, lam), lam)``: the
+        stop-gradient mask that mixes the encoder's inputs."""
+        mask = self(features_a, features_b, lam, image_size=image_size, training=training)
+        return self._mask_for_encoder(mask, lam)
 
     def mask_panels(self, features, images, lams, perm):
         """The masks and mixed images of pairs (i, perm[i]) in inference mode.
@@ -828,6 +843,9 @@ class MixBlock(keras.layers.Layer):
         outside ``[lam_margin, 1 - lam_margin]``. Returns float32.
         """
         _check_lam(lam, "mask_for_encoder", _batch_of(mask))
+        return self._mask_for_encoder(mask, lam)
+
+    def _mask_for_encoder(self, mask, lam):
         mask = ops.stop_gradient(ops.cast(ops.convert_to_tensor(mask), "float32"))
         if self.lam_adjust_prob >= 1.0:
             mask = adjust_lambda(mask, lam)

@@ -278,11 +278,10 @@ class AMixClassifier(StepModel):
                                              start=_next_stage(self.feature_stage),
                                              training=True)
         z = ops.stop_gradient(z)
-        mask_phi = self.mix_block(z, ops.take(z, perm_phi, axis=0), lam_phi,
-                                  image_size=image_size, training=True)
-        mask_theta = self.mix_block(z, ops.take(z, perm_theta, axis=0), lam_theta,
-                                    image_size=image_size, training=True)
-        mask_theta = self.mix_block.mask_for_encoder(mask_theta, lam_theta)
+        mask_phi, loss_mask = self.mix_block.mask_and_loss(
+            z, ops.take(z, perm_phi, axis=0), lam_phi, image_size)
+        mask_theta = self.mix_block.encoder_mask(
+            z, ops.take(z, perm_theta, axis=0), lam_theta, image_size)
 
         # θ: one-hot CE of the clean head on the clean batch + mixup CE of the
         # mix head on the images mixed with the stop-gradient mask.
@@ -299,7 +298,6 @@ class AMixClassifier(StepModel):
         # φ: the mixup loss of the frozen momentum encoder + the mask loss.
         x_phi = mix_images(x, ops.take(x, perm_phi, axis=0), mask_phi)
         loss_phi = self._mix_block_loss(x_phi, y, z_end, perm_phi, lam_phi)
-        loss_mask = self.mix_block.mask_loss(mask_phi, lam_phi)
 
         stats = mask_statistics(mask_phi)
         self.track("mask_std", stats["mask_std"])

@@ -274,9 +274,8 @@ class AMixSSL(MoCoV2):
             classes = ops.cast(ops.reshape(y, (-1,)), "int32")
 
         # θ: MoCo + the mixup infoNCE of the stop-gradient learned mask.
-        mask_theta = self.mix_block(f1, ops.take(f2, perm_theta, axis=0), lam_theta,
-                                    image_size=image_size, training=True)
-        mask_theta = ops.stop_gradient(self.mix_block.mask_for_encoder(mask_theta, lam_theta))
+        mask_theta = self.mix_block.encoder_mask(
+            f1, ops.take(f2, perm_theta, axis=0), lam_theta, image_size)
         x_theta = mix_images(view1, ops.take(view2, perm_theta, axis=0), mask_theta)
         q_mix = self.query_embedding(x_theta, training=True)
         mix = ops.mean(losses_lib.mixup_info_nce(
@@ -284,13 +283,12 @@ class AMixSSL(MoCoV2):
             normalize=False))
 
         # φ: its loss through the frozen key encoder, plus the mask loss.
-        mask_phi = self.mix_block(f1, ops.take(f2, perm_phi, axis=0), lam_phi,
-                                  image_size=image_size, training=True)
+        mask_phi, mask = self.mix_block.mask_and_loss(
+            f1, ops.take(f2, perm_phi, axis=0), lam_phi, image_size)
         x_phi = mix_images(view1, ops.take(view2, perm_phi, axis=0), mask_phi)
         z_phi = self._key_project(x_phi)
         phi, head = self._mix_block_loss(z_phi, k1, k2, queue, perm_phi, lam_phi,
                                          clusters, classes)
-        mask = self.mix_block.mask_loss(mask_phi, lam_phi)
 
         stats = mask_statistics(mask_phi)
         self.track("mask_std", stats["mask_std"])

@@ -415,6 +415,37 @@ def test_mask_for_encoder_repeats_with_seed(rng):
     np.testing.assert_array_equal(runs[0], runs[1])
 
 
+def test_step_methods_equal_the_separate_calls_and_check_lam_once(rng, monkeypatch):
+    """`mask_and_loss` / `encoder_mask` (what the models' steps call) give
+    the same tensors as `call` followed by `mask_loss` / `mask_for_encoder`,
+    validating `lam` once per mask instead of twice."""
+    from keras_amix.layers import mix_block as mb
+
+    za, zb = _features(rng, batch=3, c=4)
+    block = MixBlock(preset="amix", lam_adjust_prob=1.0, lam_margin=0.08)
+    block.build(za.shape)
+    _randomize(block, rng)
+    lam = np.array([0.05, 0.4, 0.7], "float32")
+    mask = block(za, zb, lam, image_size=(8, 8), training=False)
+    expected_loss = block.mask_loss(mask, lam)
+    expected_encoder = block.mask_for_encoder(mask, lam)
+
+    checked = []
+    original = mb._check_lam
+    monkeypatch.setattr(mb, "_check_lam", lambda *a, **k: (checked.append(a[1]),
+                                                            original(*a, **k)))
+    got_mask, got_loss = block.mask_and_loss(za, zb, lam, (8, 8), training=False)
+    assert checked == ["call"]
+    np.testing.assert_array_equal(_np(got_mask), _np(mask))
+    np.testing.assert_array_equal(_np(got_loss), _np(expected_loss))
+    checked.clear()
+    got_encoder = block.encoder_mask(za, zb, lam, (8, 8), training=False)
+    assert checked == ["call"]
+    np.testing.assert_array_equal(_np(got_encoder), _np(expected_encoder))
+    with pytest.raises(ValueError, match=r"lie in \[0, 1\]; received lam=\[1.5"):
+        block.mask_and_loss(za, zb, np.array([1.5, 0.2, 0.3], "float32"), (8, 8))
+
+
 # -------------------------------------------------------------- mask losses
 
 
