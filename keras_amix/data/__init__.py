@@ -22,6 +22,9 @@ Public API:
     arrays.load_npz(path) -> ({split: (images, labels)}, DatasetInfo)
     ArrayBatches(images, labels, *, batch_size, num_classes, training, ...):
         TF-free keras.utils.PyDataset twin of `pipeline` for in-memory uint8 arrays.
+    TwoViewBatches(images, labels, *, batch_size, num_classes, image_size, ...):
+        TF-free twin of `two_view_pipeline` (MoCo v2 views in NumPy,
+        `keras_amix.data.numpy_augment`).
 """
 
 import importlib.util
@@ -29,6 +32,7 @@ import importlib.util
 from keras_amix.data import arrays
 from keras_amix.data import registry
 from keras_amix.data.arrays import ArrayBatches
+from keras_amix.data.arrays import TwoViewBatches
 from keras_amix.data.registry import DATASETS
 from keras_amix.data.registry import DatasetInfo
 

@@ -13,6 +13,7 @@ Nothing here imports TensorFlow.
 import keras
 import numpy as np
 
+from keras_amix.data import numpy_augment
 from keras_amix.data import registry
 
 AUGMENTS = (None, "none", "cifar")
@@ -184,7 +185,8 @@ class ArrayBatches(keras.utils.PyDataset):
     def __len__(self):
         return self._passes * self.steps_per_epoch
 
-    def __getitem__(self, index):
+    def _batch(self, index):
+        """`(epoch, step, images uint8, labels)` of batch `index`."""
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} of {len(self)}")
         epoch = self.initial_epoch + index // self.steps_per_epoch
@@ -195,12 +197,76 @@ class ArrayBatches(keras.utils.PyDataset):
                 self._order = {epoch: np.random.default_rng([self.seed, epoch]).permutation(
                     len(self.images))}
             rows = self._order[epoch][rows]
-        images, labels = self.images[rows], self.labels[rows]
-        if self.training and self.augment == "cifar":
-            images = cifar_augment(images, np.random.default_rng([self.seed, epoch, step]))
-        images = images.astype(np.float32) / 255.0
+        else:
+            rows = np.arange(len(self.images))[rows]
+        return epoch, step, rows
+
+    def _normalize(self, images):
+        """float32 `(x - mean) / std` of images in [0, 1]."""
         if self.mean is not None:
             images = images - self.mean
         if self.std is not None:
             images = images / self.std
-        return images, np.eye(self.num_classes, dtype=np.float32)[labels]
+        return images
+
+    def __getitem__(self, index):
+        epoch, step, rows = self._batch(index)
+        images, labels = self.images[rows], self.labels[rows]
+        if self.training and self.augment == "cifar":
+            images = cifar_augment(images, np.random.default_rng([self.seed, epoch, step]))
+        return (self._normalize(images.astype(np.float32) / 255.0),
+                np.eye(self.num_classes, dtype=np.float32)[labels])
+
+
+class TwoViewBatches(ArrayBatches):
+    """MoCo v2 two-view batches of in-memory uint8 images, without TensorFlow.
+
+    The TF-free twin of `keras_amix.data.two_view_pipeline`: each batch is
+    `({"view1", "view2"[, "ids"]}, labels int64)`, the views two independent
+    `numpy_augment.moco_v2_view`s (RandomResizedCrop to `image_size`, colour
+    jitter, grey, blur, flip), normalised with `mean` / `std`; `ids` are the
+    rows' positions in `images` (the sample ids ODC's memory is indexed by).
+    Passes, order and seeds follow `ArrayBatches`: batch `i` of pass `e` is a
+    function of `(seed, e, i)` only (views from `default_rng([seed, e, i])`),
+    so a resumed run sees the batches an uninterrupted one sees. Fit with
+    `shuffle=False` and `steps_per_epoch=ds.steps_per_epoch`.
+
+    Args:
+        images: uint8 `(N, H, W, 3)`.
+        labels: int `(N,)` in `[0, num_classes)` (unused by MoCo's loss).
+        batch_size: images per batch.
+        num_classes: the labels' range.
+        image_size: output size of the views (int or `(h, w)`).
+        mean, std: per-channel statistics in [0, 1] units, or None.
+        seed, epochs, initial_epoch: as `ArrayBatches`.
+        with_ids: add `"ids"` to the inputs dict.
+        scale: area range of the crop.
+        **kwargs: `keras.utils.PyDataset`'s (`workers`, ...).
+    """
+
+    def __init__(self, images, labels, *, batch_size, num_classes, image_size, mean=None,
+                 std=None, seed=0, epochs=1, initial_epoch=0, with_ids=False,
+                 scale=(0.2, 1.0), **kwargs):
+        super().__init__(images, labels, batch_size=batch_size, num_classes=num_classes,
+                         training=True, mean=mean, std=std, seed=seed, epochs=epochs,
+                         initial_epoch=initial_epoch, drop_remainder=True, **kwargs)
+        if isinstance(image_size, int) and not isinstance(image_size, bool):
+            image_size = (image_size, image_size)
+        if (not isinstance(image_size, (tuple, list)) or len(image_size) != 2
+                or not all(isinstance(v, int) and v > 0 for v in image_size)):
+            raise ValueError(f"`image_size` must be a positive int or a pair of them; "
+                             f"received image_size={image_size!r}.")
+        self.image_size = tuple(image_size)
+        self.with_ids = with_ids
+        self.scale = numpy_augment.check_range(scale, "scale")
+
+    def __getitem__(self, index):
+        epoch, step, rows = self._batch(index)
+        rng = np.random.default_rng([self.seed, epoch, step])
+        images = self.images[rows].astype(np.float32) / 255.0
+        views = [numpy_augment.moco_v2_view(images, rng, self.image_size, scale=self.scale)
+                 for _ in range(2)]
+        inputs = {"view1": self._normalize(views[0]), "view2": self._normalize(views[1])}
+        if self.with_ids:
+            inputs["ids"] = np.asarray(rows, np.int64)
+        return inputs, self.labels[rows]

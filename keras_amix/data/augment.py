@@ -9,10 +9,9 @@ from `tf.data.Dataset.random`, so epochs differ but a fixed seed repeats).
 
 import tensorflow as tf
 
+from keras_amix.data.numpy_augment import LUMA as _LUMA
+from keras_amix.data.numpy_augment import blur_kernel_size
 from keras_amix.data.random_resized_crop import random_resized_crop
-
-# ITU-R 601 luma, as torchvision's rgb_to_grayscale.
-_LUMA = (0.299, 0.587, 0.114)
 
 
 def _seeds(seed, n):
@@ -115,13 +114,6 @@ def color_jitter(images, seed, brightness=0.4, contrast=0.4, saturation=0.4, hue
     if hue:
         out = adjust_hue(out, tf.random.stateless_uniform((batch,), s_h, -hue, hue))
     return tf.where(_per_image(_bernoulli(s_apply, batch, p)), out, images)
-
-
-def blur_kernel_size(image_size):
-    """Odd kernel size of about 10 % of the image side (at least 3)."""
-    size = int(round(0.1 * image_size))
-    size = max(3, size)
-    return size if size % 2 == 1 else size + 1
 
 
 def gaussian_blur(images, sigma, kernel_size):
