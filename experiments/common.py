@@ -503,6 +503,22 @@ def save_keras_atomic(model, path):
 INPUTS = ("auto", "numpy", "tfdata")
 
 
+def input_field():
+    """The `--input` config field of the training binaries (see `input_kind`)."""
+    return flag("auto", "Input path: tfdata | numpy (an .npz file in memory, no TensorFlow) | "
+                "auto (numpy when TensorFlow is not installed and the data set is an .npz "
+                "file).", choice(INPUTS))
+
+
+def check_environment(cfg):
+    """What a run needs of the installed packages: its input path
+    (`input_kind`), and TensorFlow for the SavedModel export."""
+    input_kind(cfg)
+    if cfg.export and not tensorflow_available():
+        raise ValueError("`--export` writes a SavedModel, which needs TensorFlow (not "
+                         "installed): pass --noexport.")
+
+
 def tensorflow_available():
     """Whether TensorFlow is installed (found without importing it)."""
     import importlib.util
@@ -569,6 +585,25 @@ def datasets(cfg, num_classes=None, initial_epoch=0):
     return train, test, info, steps_per_epoch(cfg, n_train)
 
 
+def array_split(cfg, splits, name, flag, per_class=None, max_examples=None):
+    """(images, labels) of split `name` of `arrays.load_npz(cfg.dataset)`'s
+    `splits`: the first `per_class` of each class, then the first
+    `max_examples` (as `load_split`); a ValueError names `--flag`."""
+    import numpy as np
+
+    from keras_amix.data import arrays
+
+    if name not in splits:
+        raise ValueError(f"`--{flag}`={name!r} is not a split of {cfg.dataset!r}; "
+                         f"it holds {sorted(splits)}.")
+    images, labels = splits[name]
+    keep = np.arange(len(labels))
+    if per_class is not None:
+        keep = arrays.first_per_class(labels, per_class)
+    keep = keep[:max_examples]
+    return images[keep], labels[keep]
+
+
 def _array_datasets(cfg, num_classes, initial_epoch):
     """`datasets` from an .npz file held in memory, without TensorFlow."""
     import numpy as np
@@ -581,15 +616,7 @@ def _array_datasets(cfg, num_classes, initial_epoch):
     splits, info = arrays.load_npz(cfg.dataset)
 
     def split(name, flag, per_class, max_examples):
-        if name not in splits:
-            raise ValueError(f"`--{flag}`={name!r} is not a split of {cfg.dataset!r}; "
-                             f"it holds {sorted(splits)}.")
-        images, labels = splits[name]
-        keep = np.arange(len(labels))
-        if per_class is not None:
-            keep = arrays.first_per_class(labels, per_class)
-        keep = keep[:max_examples]  # as `load_split`: the class limit, then the first N
-        return images[keep], labels[keep]
+        return array_split(cfg, splits, name, flag, per_class, max_examples)
 
     common = dict(batch_size=cfg.batch_size, num_classes=num_classes or info.num_classes,
                   image_size=cfg.image_size, mean=info.mean, std=info.std)

@@ -74,6 +74,7 @@ class Config:
     download: bool = False
     train_split: str = common.flag("train", "Labelled split the linear layer trains on.")
     test_split: str = "test"
+    input: str = common.input_field()
     image_size: int = common.flag(None, "Image size (default: the encoder's input size).",
                                   common.number(1, integer=True, optional=True))
     augment: str = common.flag("none", "none (features computed once) | cifar | imagenet",
@@ -347,13 +348,20 @@ def evaluate(cfg, workdir):
     import keras
     import numpy as np
 
-    from keras_amix import data as data_lib
     from keras_amix.training.callbacks import EpochTimer
     from keras_amix.training.callbacks import TerminateOnNonFinite
 
+    numpy_input = common.input_kind(cfg) == "numpy"
     encoder = load_encoder(cfg.encoder, cfg.trust_saved_model)  # refuses a bad file first
     keras.utils.set_random_seed(cfg.seed)
-    info = data_lib.info(cfg.dataset, data_dir=cfg.data_dir)
+    if numpy_input:
+        from keras_amix.data import arrays
+
+        splits, info = arrays.load_npz(cfg.dataset)
+    else:
+        from keras_amix import data as data_lib
+
+        info = data_lib.info(cfg.dataset, data_dir=cfg.data_dir)
     image_size = cfg.image_size or encoder.image_size
     if image_size is None:
         raise ValueError("`--image_size` is required for an encoder without a fixed input size.")
@@ -362,11 +370,21 @@ def evaluate(cfg, workdir):
             f"`--image_size`={image_size} differs from the encoder's input size "
             f"{encoder.image_size}."
         )
+    if numpy_input and cfg.augment == "imagenet":
+        raise ValueError("`--input=numpy` supports --augment=none|cifar; received "
+                         "--augment='imagenet' (use --input=tfdata).")
     os.makedirs(workdir, exist_ok=True)
-    train_raw, n_train = common.load_split(cfg, info, cfg.train_split, cfg.per_class_limit,
-                                           cfg.max_train_examples)
-    test_raw, _ = common.load_split(cfg, info, cfg.test_split, cfg.test_per_class_limit,
-                                    cfg.max_test_examples, count=False)
+    if numpy_input:  # (images, labels) arrays in memory
+        train_raw = common.array_split(cfg, splits, cfg.train_split, "train_split",
+                                       cfg.per_class_limit, cfg.max_train_examples)
+        test_raw = common.array_split(cfg, splits, cfg.test_split, "test_split",
+                                      cfg.test_per_class_limit, cfg.max_test_examples)
+        n_train = len(train_raw[1])
+    else:
+        train_raw, n_train = common.load_split(cfg, info, cfg.train_split, cfg.per_class_limit,
+                                               cfg.max_train_examples)
+        test_raw, _ = common.load_split(cfg, info, cfg.test_split, cfg.test_per_class_limit,
+                                        cfg.max_test_examples, count=False)
     stats = (dict(mean=None, std=None) if encoder.normalizes_inputs
              else dict(mean=info.mean, std=info.std))
     steps = max(1, -(-n_train // cfg.batch_size))
@@ -375,6 +393,12 @@ def evaluate(cfg, workdir):
                            image_size=image_size, train_examples=n_train))
 
     def images(raw, training, augment):
+        if numpy_input:
+            return arrays.ArrayBatches(
+                *raw, training=training, augment=augment, batch_size=cfg.batch_size,
+                num_classes=info.num_classes, image_size=image_size, one_hot=False,
+                seed=cfg.seed, epochs=cfg.epochs if training else 1, drop_remainder=False,
+                **stats)
         return data_lib.pipeline(
             raw, training=training, augment=augment, batch_size=cfg.batch_size,
             num_classes=info.num_classes, image_size=image_size, one_hot=False,
@@ -387,6 +411,8 @@ def evaluate(cfg, workdir):
         # them once and train the linear layer on the arrays.
         def features(raw):
             ds = images(raw, training=False, augment=None)  # cached, fixed order
+            if numpy_input:
+                return encoder.model.predict(ds, verbose=0), ds.labels
             feats = encoder.model.predict(ds.map(lambda x, y: x), verbose=0)
             return feats, np.concatenate([np.asarray(y) for _, y in ds])
 
@@ -407,9 +433,11 @@ def evaluate(cfg, workdir):
         model = keras.Model(inputs, head(feats), name="linear_eval")
         _compile(model, cfg, steps)
         test_ds = images(test_raw, training=False, augment=None)
+        # The pipeline shuffles; ArrayBatches holds every epoch's pass back to back.
         history = model.fit(images(train_raw, training=True, augment=cfg.augment),
-                            epochs=cfg.epochs, validation_data=test_ds, verbose=2,
-                            shuffle=False, callbacks=callbacks)  # the pipeline shuffles
+                            epochs=cfg.epochs, steps_per_epoch=steps if numpy_input else None,
+                            validation_data=test_ds, verbose=2, shuffle=False,
+                            callbacks=callbacks)
         top1 = float(model.evaluate(test_ds, verbose=0, return_dict=True)["top1"])
     val_top1 = [float(v) for v in history.history.get("val_top1", [])]
     metrics = dict(

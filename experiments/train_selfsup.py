@@ -67,6 +67,7 @@ class Config:
     data_dir: str = None
     download: bool = False
     train_split: str = common.flag("train", "Split to train on (labels unused).")
+    input: str = common.input_field()
     image_size: int = common.flag(32, "View size (square).")
     backbone: str = "resnet18"
     width: int = 16
@@ -245,6 +246,8 @@ def build_model(cfg, num_samples=None, num_classes=None):
 def train_dataset(cfg, initial_epoch=0):
     """(two-view training pipeline of epochs initial_epoch..cfg.epochs - 1, each
     randomised by (cfg.seed, epoch), data set info, steps per epoch)."""
+    if common.input_kind(cfg) == "numpy":
+        return _array_train_dataset(cfg, initial_epoch)
     from keras_amix import data as data_lib
 
     info = data_lib.info(cfg.dataset, data_dir=cfg.data_dir)
@@ -262,6 +265,50 @@ def train_dataset(cfg, initial_epoch=0):
                                        image_size=cfg.image_size, mean=info.mean,
                                        std=info.std, one_hot=False)
     return ds, info, steps, n_train, first_pass
+
+
+def _array_train_dataset(cfg, initial_epoch):
+    """`train_dataset` from an .npz file in memory, without TensorFlow: the
+    views of `keras_amix.data.TwoViewBatches`; ODC's first pass is the
+    centre crop (the whole image resized, as `RandomResizedCrop` in inference)."""
+    import numpy as np
+
+    from keras_amix.data import arrays
+    from keras_amix.data import crop
+
+    splits, info = arrays.load_npz(cfg.dataset)
+    images, labels = common.array_split(cfg, splits, cfg.train_split, "train_split",
+                                        cfg.per_class_limit, cfg.max_train_examples)
+    steps = common.steps_per_epoch(cfg, len(labels))
+    with_ids = cfg.method in CLUSTER_METHODS
+    ds = arrays.TwoViewBatches(images, labels, batch_size=cfg.batch_size,
+                               num_classes=info.num_classes, image_size=cfg.image_size,
+                               mean=info.mean, std=info.std, seed=cfg.seed, with_ids=with_ids,
+                               **common.pass_epochs(cfg, initial_epoch))
+    first_pass = None
+    if with_ids:
+        size, mean, std = cfg.image_size, np.float32(info.mean), np.float32(info.std)
+
+        def centre_views():
+            for start in range(0, len(images), cfg.batch_size):
+                batch = images[start:start + cfg.batch_size].astype(np.float32) / 255.0
+                boxes = crop.center_boxes(crop.NUMPY_OPS, len(batch), *batch.shape[1:3],
+                                          (3.0 / 4.0, 4.0 / 3.0))
+                views = crop.crop_and_resize(crop.NUMPY_OPS, batch, boxes, size, size)
+                ids = np.arange(start, start + len(batch), dtype=np.int64)
+                yield ({"images": ((views - mean) / std).astype(np.float32), "ids": ids},
+                       labels[start:start + cfg.batch_size])
+
+        first_pass = _Reiterable(centre_views)
+    return ds, info, steps, len(labels), first_pass
+
+
+class _Reiterable:
+    def __init__(self, make):
+        self.make = make
+
+    def __iter__(self):
+        return self.make()
 
 
 def _draw_masks(cfg, workdir):
@@ -330,9 +377,9 @@ def train(cfg, workdir, extra_callbacks=()):
     """
     import keras
 
-    from keras_amix import export as export_lib
     from keras_amix.training.callbacks import EpochTimer
 
+    common.check_environment(cfg)
     common.set_determinism(cfg.seed, cfg.deterministic)
     os.makedirs(workdir, exist_ok=True)
     initial_epoch = common.start_run(workdir)
@@ -349,10 +396,14 @@ def train(cfg, workdir, extra_callbacks=()):
     )
     timer = EpochTimer()
     extra, odc = [], []
-    if cfg.method in AMIX_METHODS:  # the masks in TensorBoard, each epoch
+    # The masks in TensorBoard, each epoch (without TensorFlow: masks.png only).
+    if cfg.method in AMIX_METHODS and common.tensorflow_available():
         from keras_amix.training.callbacks import MixImageSummary
 
-        views = common.first_images(train_ds.map(lambda x, y: (x["view1"], y)), 8)
+        if common.input_kind(cfg) == "numpy":
+            views = train_ds[0][0]["view1"][:8]
+        else:
+            views = common.first_images(train_ds.map(lambda x, y: (x["view1"], y)), 8)
         extra.append(MixImageSummary(os.path.join(workdir, "tensorboard", "masks"), views,
                                      mean=info.mean, std=info.std, seed=cfg.seed))
     if first_pass is not None:
@@ -379,6 +430,8 @@ def train(cfg, workdir, extra_callbacks=()):
     encoder = model.encoder()
     common.save_keras_atomic(encoder, os.path.join(workdir, "encoder.keras"))
     if cfg.export:
+        from keras_amix import export as export_lib
+
         served = encoder if cfg.export_embedding == "features" else model
         export_lib.export_saved_model(
             served, os.path.join(workdir, "export"), image_size=(cfg.image_size, cfg.image_size),
@@ -399,6 +452,7 @@ def main(argv):
     with common.usage_errors():  # a bad flag: one usage line, no traceback
         common.no_arguments(argv)
         cfg = resolve_config()  # plain Python: Keras is not imported yet
+        common.check_environment(cfg)  # the input path; TensorFlow for --export
     if cfg.deterministic:
         os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"  # read when TensorFlow loads
     train(cfg, FLAGS.workdir)

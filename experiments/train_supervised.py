@@ -56,10 +56,7 @@ class Config:
     download: bool = False
     train_split: str = "train"
     test_split: str = "test"
-    input: str = common.flag(
-        "auto", "Input path: tfdata | numpy (an .npz file in memory, no TensorFlow) | auto "
-        "(numpy when TensorFlow is not installed and the data set is an .npz file).",
-        common.choice(common.INPUTS))
+    input: str = common.input_field()
     image_size: int = common.flag(32, "Training image size (square).")
     augment: str = common.flag("cifar", "Augmentation preset: " + " | ".join(AUGMENTS) + ".",
                                common.choice(AUGMENTS))
@@ -391,13 +388,7 @@ def make_optimizer(cfg, steps_per_epoch):
     return keras.optimizers.MultiOptimizer(optimizer_map)
 
 
-def check_environment(cfg):
-    """What the run needs of the installed packages: its input path
-    (`common.input_kind`), and TensorFlow for the SavedModel export."""
-    common.input_kind(cfg)
-    if cfg.export and not common.tensorflow_available():
-        raise ValueError("`--export` writes a SavedModel, which needs TensorFlow (not "
-                         "installed): pass --noexport.")
+check_environment = common.check_environment
 
 
 def train(cfg, workdir, extra_callbacks=()):

@@ -123,6 +123,7 @@ class ArrayBatches(keras.utils.PyDataset):
         seed: int seed of the order and augmentation.
         epochs, initial_epoch: the passes held when training.
         drop_remainder: default True when training, False otherwise.
+        one_hot: one-hot float32 labels (default) or the int64 labels.
         **kwargs: `keras.utils.PyDataset`'s (`workers`, ...).
 
     Example:
@@ -138,7 +139,7 @@ class ArrayBatches(keras.utils.PyDataset):
 
     def __init__(self, images, labels, *, batch_size, num_classes, training, augment=None,
                  image_size=None, mean=None, std=None, seed=0, epochs=1, initial_epoch=0,
-                 drop_remainder=None, **kwargs):
+                 drop_remainder=None, one_hot=True, **kwargs):
         super().__init__(**kwargs)
         images, labels = np.asarray(images), np.asarray(labels)
         if images.dtype != np.uint8 or images.ndim != 4:
@@ -174,6 +175,7 @@ class ArrayBatches(keras.utils.PyDataset):
         self.std = None if std is None else np.asarray(std, np.float32)
         self.seed, self.epochs, self.initial_epoch = seed, epochs, initial_epoch
         self.drop_remainder = training if drop_remainder is None else drop_remainder
+        self.one_hot = one_hot
         n = len(images)
         self.steps_per_epoch = n // batch_size if self.drop_remainder else -(-n // batch_size)
         if self.steps_per_epoch < 1:
@@ -214,8 +216,9 @@ class ArrayBatches(keras.utils.PyDataset):
         images, labels = self.images[rows], self.labels[rows]
         if self.training and self.augment == "cifar":
             images = cifar_augment(images, np.random.default_rng([self.seed, epoch, step]))
-        return (self._normalize(images.astype(np.float32) / 255.0),
-                np.eye(self.num_classes, dtype=np.float32)[labels])
+        images = self._normalize(images.astype(np.float32) / 255.0)
+        return images, (np.eye(self.num_classes, dtype=np.float32)[labels] if self.one_hot
+                        else labels)
 
 
 class TwoViewBatches(ArrayBatches):

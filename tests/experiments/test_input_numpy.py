@@ -104,6 +104,53 @@ def test_trains_without_tensorflow(npz, tmp_path):
     assert not os.path.exists(tmp_path / "other")
 
 
+@pytest.mark.training
+def test_selfsup_trains_without_tensorflow(npz, tmp_path):
+    """AMix-C (two views, ODC's k-means first pass, the Mix Block+, masks.png)
+    through train_selfsup with TensorFlow unimportable: the device machine's
+    path (JAX, an .npz file, `TwoViewBatches`)."""
+    workdir = str(tmp_path / "ssl")
+    args = ["experiments.train_selfsup", "--method=amix_c", "--smoke", f"--dataset={npz}",
+            "--image_size=8"]
+    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, "-c", NO_TF, *args, "--noexport",
+                           f"--workdir={workdir}"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert "ODC: clusters initialised by k-means" in proc.stdout
+    metrics = json.load(open(os.path.join(workdir, "metrics.json")))
+    assert len(metrics["history"]["loss_nce"]) == 2 and np.isfinite(metrics["history"]["loss"]).all()
+    assert metrics["odc"]["final_min"] >= 1  # K = 4 non-empty clusters
+    assert os.path.exists(os.path.join(workdir, "masks.png"))
+    assert os.path.exists(os.path.join(workdir, "encoder.keras"))
+    proc = subprocess.run([sys.executable, "-c", NO_TF, *args,  # --export by default
+                           f"--workdir={tmp_path / 'other'}"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "--noexport" in proc.stderr, proc.stderr[-3000:]
+    assert not os.path.exists(tmp_path / "other")
+
+
+def test_selfsup_two_view_arrays_follow_the_flags(npz):
+    """`train_dataset` of an .npz with `--input=numpy`: TwoViewBatches with the
+    class limit, ids for the ODC methods, and the centre-crop first pass."""
+    from experiments import train_selfsup as tss
+
+    cfg = dataclasses.replace(tss.Config(), dataset=npz, input="numpy", image_size=6,
+                              batch_size=8, per_class_limit=3, epochs=2, method="amix_c",
+                              num_clusters=4)
+    ds, info, steps, n_train, first_pass = tss.train_dataset(cfg, initial_epoch=1)
+    assert isinstance(ds, arrays.TwoViewBatches) and n_train == 12 and steps == 1
+    assert len(ds) == 1  # epoch 1 only
+    inputs, labels = ds[0]
+    assert inputs["view1"].shape == (8, 6, 6, 3) and inputs["ids"].max() < 12
+    batches = list(first_pass)
+    assert [len(b[0]["ids"]) for b in batches] == [8, 4]
+    np.testing.assert_array_equal(np.concatenate([b[0]["ids"] for b in batches]), np.arange(12))
+    assert batches[0][0]["images"].shape == (8, 6, 6, 3)
+    ds_mocov2 = tss.train_dataset(dataclasses.replace(cfg, method="mocov2"))[0]
+    assert "ids" not in ds_mocov2[0][0]
+
+
 def test_mask_picture_images_without_tensorflow(npz):
     code = ("import sys; sys.modules['tensorflow'] = None\n"
             "import numpy as np\n"

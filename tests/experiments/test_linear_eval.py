@@ -105,6 +105,36 @@ def test_protocol_learns_a_linearly_separable_problem(tmp_path, augment):
     assert os.path.exists(tmp_path / "run" / "classifier.keras")
 
 
+@pytest.mark.backend_independent
+def test_numpy_input_equals_tf_data_and_learns(tmp_path):
+    """`--input=numpy` (in-memory .npz, no TensorFlow needed) against the tf.data
+    path on the same file: with `--augment=none` the features and therefore the
+    whole linear training are the same; with `--augment=cifar` it still learns."""
+    from keras_amix.data.sources import _digits_split
+
+    npz = str(tmp_path / "digits.npz")
+    (x_train, y_train), (x_test, y_test) = _digits_split("train"), _digits_split("test")
+    np.savez(npz, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    inputs = keras.Input((8, 8, 3))
+    encoder = keras.Model(inputs, keras.layers.Flatten()(inputs), name="pixels")
+    path = str(tmp_path / "pixels.keras")
+    encoder.save(path)
+    cfg = le.Config(encoder=path, dataset=npz, augment="none", epochs=6, batch_size=64,
+                    lr=0.1, per_class_limit=40, test_per_class_limit=20)
+    runs = {kind: le.evaluate(dataclasses.replace(cfg, input=kind), str(tmp_path / kind))
+            for kind in ("tfdata", "numpy")}
+    assert runs["numpy"]["train_examples"] == runs["tfdata"]["train_examples"] == 400
+    np.testing.assert_allclose(runs["numpy"]["history"]["loss"],
+                               runs["tfdata"]["history"]["loss"], rtol=1e-4)
+    assert runs["numpy"]["top1"] == runs["tfdata"]["top1"] > 0.7
+    augmented = le.evaluate(dataclasses.replace(cfg, input="numpy", augment="cifar", epochs=10),
+                            str(tmp_path / "augmented"))
+    assert augmented["top1"] > 0.3, augmented["top1"]  # chance: 0.1
+    with pytest.raises(ValueError, match="--augment=none|cifar"):
+        le.evaluate(dataclasses.replace(cfg, input="numpy", augment="imagenet"),
+                    str(tmp_path / "refused"))
+
+
 def test_refuses_a_classifier_whatever_its_last_layer(tmp_path):
     # linear_eval's own classifier.keras: the Dense head sits inside a nested model.
     path = str(tmp_path / "encoder.keras")
