@@ -31,10 +31,14 @@ def _per_image(values):
     return np.asarray(values, np.float32)[:, None, None, None]
 
 
+def _luma(images):
+    """(B, H, W, 1) luma (a matrix product: faster than a sum over the 3 channels)."""
+    return (images @ np.asarray(LUMA, images.dtype))[..., None]
+
+
 def grayscale(images):
     """Luma (0.299 R + 0.587 G + 0.114 B) repeated to 3 channels."""
-    gray = np.sum(images * np.asarray(LUMA, images.dtype), axis=-1, keepdims=True)
-    return np.repeat(gray, 3, axis=-1)
+    return np.repeat(_luma(images), 3, axis=-1)
 
 
 def adjust_brightness(images, factor):
@@ -42,22 +46,23 @@ def adjust_brightness(images, factor):
 
 
 def adjust_contrast(images, factor):
-    mean = np.mean(grayscale(images)[..., :1], axis=(1, 2, 3), keepdims=True)
+    mean = np.mean(_luma(images), axis=(1, 2, 3), keepdims=True)
     factor = _per_image(factor)
     return np.clip(factor * images + (1.0 - factor) * mean, 0.0, 1.0)
 
 
 def adjust_saturation(images, factor):
     factor = _per_image(factor)
-    return np.clip(factor * images + (1.0 - factor) * grayscale(images), 0.0, 1.0)
+    return np.clip(factor * images + (1.0 - factor) * _luma(images), 0.0, 1.0)
 
 
 def rgb_to_hsv(images):
     """`tf.image.rgb_to_hsv`: hue in turns [0, 1), saturation, value."""
-    value = np.max(images, axis=-1)
-    delta = value - np.min(images, axis=-1)
-    safe = np.where(delta > 0, delta, 1.0)
     red, green, blue = images[..., 0], images[..., 1], images[..., 2]
+    # Element-wise over the three planes: much faster than reducing a size-3 axis.
+    value = np.maximum(np.maximum(red, green), blue)
+    delta = value - np.minimum(np.minimum(red, green), blue)
+    safe = np.where(delta > 0, delta, np.float32(1.0))
     hue = np.where(value == red, (green - blue) / safe,
                    np.where(value == green, 2.0 + (blue - red) / safe,
                             4.0 + (red - green) / safe))
@@ -79,8 +84,8 @@ def hsv_to_rgb(hsv):
 
 def adjust_hue(images, delta):
     hsv = rgb_to_hsv(images)
-    hue = np.mod(hsv[..., 0] + np.asarray(delta, np.float32)[:, None, None], 1.0)
-    return hsv_to_rgb(np.stack([hue, hsv[..., 1], hsv[..., 2]], axis=-1)).astype(np.float32)
+    hsv[..., 0] = np.mod(hsv[..., 0] + np.asarray(delta, np.float32)[:, None, None], 1.0)
+    return hsv_to_rgb(hsv).astype(np.float32)
 
 
 def gaussian_blur(images, sigma, kernel_size):
