@@ -3,8 +3,11 @@
 The suite runs once per Keras backend, one process each (see scripts/test.sh).
 Tests marked ``backend_independent`` exercise TensorFlow-only code (tf.data,
 SavedModel export, MirroredStrategy); they run in the TensorFlow process only.
-Tests marked ``slow_backend`` are skipped under torch, where only the layers,
-mixers and losses are expected to run.
+Tests marked ``own_backend`` run their work in a subprocess with a backend
+they choose themselves (e.g. a JAX run with TensorFlow hidden): the backend of
+the test process does not matter, so they too run in the TensorFlow process
+only instead of once per pass. Tests marked ``training`` are skipped under
+torch, where the layers, mixers, losses and the training step are tested.
 """
 
 import os
@@ -23,6 +26,9 @@ def pytest_configure(config):
         "markers", "backend_independent: TF-side code; runs in the tensorflow process only"
     )
     config.addinivalue_line(
+        "markers", "own_backend: runs a subprocess on a backend it picks; tensorflow process only"
+    )
+    config.addinivalue_line(
         "markers", "training: trains a model; runs on tensorflow and jax, not torch"
     )
 
@@ -31,6 +37,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("backend_independent") and BACKEND != "tensorflow":
             item.add_marker(pytest.mark.skip(reason="TF-side test: runs in the tensorflow process"))
+        if item.get_closest_marker("own_backend") and BACKEND != "tensorflow":
+            item.add_marker(pytest.mark.skip(
+                reason="picks its subprocess's backend itself: runs in the tensorflow process"))
         if item.get_closest_marker("training") and BACKEND not in ("tensorflow", "jax"):
             item.add_marker(pytest.mark.skip(reason="training runs on tensorflow and jax"))
 

@@ -78,6 +78,7 @@ def test_datasets_from_the_npz(npz):
             common.datasets(dataclasses.replace(cfg, **bad))
 
 
+@pytest.mark.own_backend
 @pytest.mark.training
 def test_trains_without_tensorflow(npz, tmp_path):
     workdir = str(tmp_path / "run")
@@ -104,6 +105,7 @@ def test_trains_without_tensorflow(npz, tmp_path):
     assert not os.path.exists(tmp_path / "other")
 
 
+@pytest.mark.own_backend
 @pytest.mark.training
 def test_selfsup_trains_without_tensorflow(npz, tmp_path):
     """AMix-C (two views, ODC's k-means first pass, the Mix Block+, masks.png)

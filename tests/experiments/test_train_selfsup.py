@@ -100,6 +100,7 @@ def test_amix_c_smoke_clusters_and_linear_eval(tmp_path):
                                      f"--workdir={tmp_path / 'linear'}"])
 
 
+@pytest.mark.own_backend
 def test_amix_i_and_inter_intra_train_on_jax(tmp_path):
     for method in ("amix_i", "inter_intra"):
         workdir = str(tmp_path / method)
