@@ -304,6 +304,8 @@ def _array_train_dataset(cfg, initial_epoch):
 
 
 class _Reiterable:
+    """An iterable whose every `iter()` calls `make()` afresh (a generator function)."""
+
     def __init__(self, make):
         self.make = make
 
