@@ -388,9 +388,6 @@ def make_optimizer(cfg, steps_per_epoch):
     return keras.optimizers.MultiOptimizer(optimizer_map)
 
 
-check_environment = common.check_environment
-
-
 def train(cfg, workdir, extra_callbacks=()):
     """Trains `cfg` into `workdir`; returns the metrics dict written to metrics.json.
 
@@ -403,7 +400,7 @@ def train(cfg, workdir, extra_callbacks=()):
     from keras_amix.training.callbacks import EpochTimer
 
     cfg = learning_rates(method_defaults(cfg))
-    check_environment(cfg)
+    common.check_environment(cfg)
     common.set_determinism(cfg.seed, cfg.deterministic)
     os.makedirs(workdir, exist_ok=True)
     initial_epoch = common.start_run(workdir)
@@ -494,7 +491,7 @@ def main(argv):
             os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"  # read when TensorFlow loads
         if cfg.method in LEARNED_METHODS:
             mix_block_switches(cfg)  # imports Keras: builds a MixBlock to check the switches
-        check_environment(cfg)
+        common.check_environment(cfg)
     train(cfg, FLAGS.workdir)
 
 

@@ -13,6 +13,7 @@ Nothing here imports TensorFlow.
 import keras
 import numpy as np
 
+from keras_amix.data import crop
 from keras_amix.data import numpy_augment
 from keras_amix.data import registry
 
@@ -188,7 +189,8 @@ class ArrayBatches(keras.utils.PyDataset):
         return self._passes * self.steps_per_epoch
 
     def _batch(self, index):
-        """`(epoch, step, images uint8, labels)` of batch `index`."""
+        """`(epoch, step, rows)` of batch `index`: its pass, its step in the pass and
+        the rows of `images` it holds (an index array when training, else a slice)."""
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} of {len(self)}")
         epoch = self.initial_epoch + index // self.steps_per_epoch
@@ -199,8 +201,6 @@ class ArrayBatches(keras.utils.PyDataset):
                 self._order = {epoch: np.random.default_rng([self.seed, epoch]).permutation(
                     len(self.images))}
             rows = self._order[epoch][rows]
-        else:
-            rows = np.arange(len(self.images))[rows]
         return epoch, step, rows
 
     def _normalize(self, images):
@@ -261,7 +261,7 @@ class TwoViewBatches(ArrayBatches):
                              f"received image_size={image_size!r}.")
         self.image_size = tuple(image_size)
         self.with_ids = with_ids
-        self.scale = numpy_augment.check_range(scale, "scale")
+        self.scale = crop.check_range(scale, "scale")
 
     def __getitem__(self, index):
         epoch, step, rows = self._batch(index)

@@ -50,9 +50,9 @@ def test_auto_picks_numpy_only_without_tensorflow(npz, monkeypatch):
     for name in ("auto", "tfdata"):
         with pytest.raises(ValueError, match=f"--input={name}.*TensorFlow"):
             common.input_kind(_cfg(dataset="digits", input=name))
-    ts.check_environment(_cfg(dataset=npz, export=False))
+    common.check_environment(_cfg(dataset=npz, export=False))
     with pytest.raises(ValueError, match="--noexport"):
-        ts.check_environment(_cfg(dataset=npz))
+        common.check_environment(_cfg(dataset=npz))
     with pytest.raises(ValueError, match="--input"):
         ts.CHECKS["input"]("input", "arrays")
 
