@@ -64,6 +64,9 @@ SHARED_FLAGS = {
     "deterministic": "Reproducible runs: sets TF_ENABLE_ONEDNN_OPTS=0 before TensorFlow "
                      "loads (oneDNN's reordered float sums differ between runs) and enables "
                      "TensorFlow op determinism. Slower.",
+    "run_eagerly": "Run the training and evaluation steps eagerly, without tf.function or "
+                   "jax.jit (Keras' compile(run_eagerly=True)): for debugging, and for tiny "
+                   "runs, where tracing the step costs more than the steps. Slower otherwise.",
 }
 
 def library_names(path):

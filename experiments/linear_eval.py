@@ -91,6 +91,7 @@ class Config:
     max_train_examples: int = None
     max_test_examples: int = None
     seed: int = 0
+    run_eagerly: bool = False
     trust_saved_model: bool = common.flag(
         False, "Allow a SavedModel folder as --encoder. Loading a SavedModel runs whatever "
         "TensorFlow graph it holds (arbitrary ops, file access), unlike a .keras file, which "
@@ -340,6 +341,7 @@ def _compile(model, cfg, steps_per_epoch):
                                        weight_decay=cfg.weight_decay or None),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="top1")],
+        run_eagerly=cfg.run_eagerly,
     )
 
 

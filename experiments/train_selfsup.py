@@ -99,6 +99,7 @@ class Config:
     strategy: str = "default"
     export: bool = True
     deterministic: bool = False  # TF_ENABLE_ONEDNN_OPTS=0 and TF op determinism
+    run_eagerly: bool = False
     export_embedding: str = common.flag(
         "features", "What the SavedModel serves, L2-normalised: pooled backbone features or the "
         "MoCo projection: features | projection.", common.choice(("features", "projection")))
@@ -389,7 +390,7 @@ def train(cfg, workdir, extra_callbacks=()):
     train_ds, info, steps, n_train, first_pass = train_dataset(cfg, initial_epoch)
     with common.strategy_scope(strategy):
         model = build_model(cfg, num_samples=n_train, num_classes=info.num_classes)
-        model.compile(optimizer=common.cosine_sgd(cfg, cfg.lr, steps))
+        model.compile(optimizer=common.cosine_sgd(cfg, cfg.lr, steps), run_eagerly=cfg.run_eagerly)
     # After the model is built: a bad combination (e.g. K > the data set) fails first.
     common.write_json(
         os.path.join(workdir, "config.json"),

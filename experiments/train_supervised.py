@@ -81,6 +81,7 @@ class Config:
     strategy: str = "default"
     export: bool = True
     deterministic: bool = False  # TF_ENABLE_ONEDNN_OPTS=0 and TF op determinism
+    run_eagerly: bool = False
     # AutoMix / AMix (DESIGN §5): l = 3, beta = 0.1, eps = 0.1 live in the
     # Mix Block presets; `settings` picks the paper's or the official code's.
     export_encoder: str = common.flag("online", "AutoMix/AMix: which encoder the SavedModel "
@@ -413,7 +414,7 @@ def train(cfg, workdir, extra_callbacks=()):
     )
     with common.strategy_scope(strategy):
         model = build_model(cfg, info.num_classes, total_steps=cfg.epochs * steps)
-        model.compile(optimizer=make_optimizer(cfg, steps))
+        model.compile(optimizer=make_optimizer(cfg, steps), run_eagerly=cfg.run_eagerly)
     timer = EpochTimer()
     extra = [timer]
     # A TensorBoard summary: without TensorFlow there is none (masks.png is drawn at the end).

@@ -8,6 +8,13 @@ they choose themselves (e.g. a JAX run with TensorFlow hidden): the backend of
 the test process does not matter, so they too run in the TensorFlow process
 only instead of once per pass. Tests marked ``training`` are skipped under
 torch, where the layers, mixers, losses and the training step are tested.
+
+Models compiled in a test run their `fit` / `evaluate` / `predict` steps
+eagerly unless the test is marked ``compiled``: tracing a tiny model's step
+(TF graph, XLA under JAX) costs about three times the few steps it then runs.
+The compiled paths stay covered by the tests marked ``compiled`` (one per
+model family and backend) and by every subprocess run of the binaries, which
+compile as a user's run does.
 """
 
 import os
@@ -31,6 +38,9 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "training: trains a model; runs on tensorflow and jax, not torch"
     )
+    config.addinivalue_line(
+        "markers", "compiled: model steps run compiled (tf.function / jax.jit), not eagerly"
+    )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -48,6 +58,23 @@ def pytest_collection_modifyitems(config, items):
 def _fresh_keras_session():
     keras.utils.clear_session()
     keras.utils.set_random_seed(0)
+    yield
+
+
+_COMPILE = keras.Model.compile
+
+
+@pytest.fixture(autouse=True)
+def _eager_steps(request, monkeypatch):
+    if request.node.get_closest_marker("compiled"):
+        yield
+        return
+
+    def compile(self, *args, **kwargs):
+        kwargs.setdefault("run_eagerly", True)
+        return _COMPILE(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "compile", compile)
     yield
 
 

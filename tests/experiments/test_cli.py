@@ -20,6 +20,9 @@ from experiments import linear_eval
 from experiments import train_selfsup
 from experiments import train_supervised
 
+# Flag parsing and name tables are plain Python: one pass (the TF process) suffices.
+pytestmark = pytest.mark.backend_independent
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BINARIES = {"train_supervised": train_supervised, "train_selfsup": train_selfsup,
             "linear_eval": linear_eval}

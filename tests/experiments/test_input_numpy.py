@@ -82,8 +82,11 @@ def test_datasets_from_the_npz(npz):
 @pytest.mark.training
 def test_trains_without_tensorflow(npz, tmp_path):
     workdir = str(tmp_path / "run")
+    # An AMix ablation row (Table 8), compiled (jax.jit) as a user's run on the
+    # device machine is.
     args = ["experiments.train_supervised", f"--dataset={npz}", "--epochs=1", "--batch_size=8",
-            "--image_size=8", "--width=8", "--method=mixup", "--warmup_epochs=0"]
+            "--image_size=8", "--width=8", "--method=amix", "--mix_block=attention=cross",
+            "--phi_lr=0.05", "--warmup_epochs=0"]
     # --input=auto: numpy, as TensorFlow is missing.
     env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
     start = time.perf_counter()

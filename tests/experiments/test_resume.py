@@ -28,9 +28,12 @@ pytestmark = pytest.mark.backend_independent
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Tiny runs: 20 training images in batches of 8 (2 steps per epoch), 16 x 16,
-# width 8 (--smoke would set 8 images per class).
+# width 8 (--smoke would set 8 images per class). Eager steps: what is checked
+# (the saved states, the backups, the files) does not depend on tracing, which
+# would cost more than these few steps (the compiled binaries run in the smoke
+# suite of scripts/test.sh and the other binary tests).
 TINY = ["--batch_size=8", "--per_class_limit=2", "--image_size=16", "--width=8",
-        "--export=false", "--deterministic"]
+        "--export=false", "--deterministic", "--run_eagerly"]
 SUPERVISED = TINY + ["--test_per_class_limit=1"]
 SELFSUP = TINY + ["--queue_size=32", "--hidden_dim=32", "--projection_dim=16"]
 RUNS = {

@@ -37,7 +37,8 @@ EMBEDDINGS_CHECK = (
 @pytest.mark.backend_independent
 def test_pretrain_then_linear_eval_end_to_end(tmp_path):
     workdir = str(tmp_path / "ssl")
-    _run("experiments.train_selfsup", ["--smoke", "--method=mixup", f"--workdir={workdir}"])
+    _run("experiments.train_selfsup", ["--smoke", "--method=mixup", f"--workdir={workdir}",
+                                       "--run_eagerly"])
     for name in ("config.json", "metrics.json", "model.keras", "encoder.keras", "export",
                  "tensorboard", "history.csv"):
         assert os.path.exists(os.path.join(workdir, name)), name
@@ -57,7 +58,7 @@ def test_pretrain_then_linear_eval_end_to_end(tmp_path):
     # Linear evaluation reads the encoder file the pretraining wrote.
     linear = str(tmp_path / "linear")
     _run("experiments.linear_eval", ["--smoke", f"--encoder={workdir}/encoder.keras",
-                                     f"--workdir={linear}"])
+                                     f"--workdir={linear}", "--run_eagerly"])
     result = json.load(open(os.path.join(linear, "metrics.json")))
     assert 0.0 <= result["top1"] <= 1.0 and result["feature_dim"] == 64
     assert len(result["history"]["val_top1"]) == 2
@@ -71,16 +72,6 @@ def test_pretrain_then_linear_eval_end_to_end(tmp_path):
                              trust_saved_model=True)
     result = linear_eval.evaluate(cfg, str(tmp_path / "linear_sm"))
     assert result["feature_dim"] == 64 and 0.0 <= result["top1"] <= 1.0
-
-
-@pytest.mark.backend_independent
-def test_pretrain_on_jax(tmp_path):
-    workdir = str(tmp_path / "ssl")
-    _run("experiments.train_selfsup", ["--smoke", "--method=imix", "--epochs=1",
-                                       "--export=false", f"--workdir={workdir}"], backend="jax")
-    metrics = json.load(open(os.path.join(workdir, "metrics.json")))
-    assert np.isfinite(metrics["history"]["loss"][-1])
-    assert os.path.exists(os.path.join(workdir, "encoder.keras"))
 
 
 @pytest.mark.backend_independent

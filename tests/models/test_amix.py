@@ -42,7 +42,8 @@ def test_momentum_copies_are_not_trainable_and_start_equal():
 
 
 @pytest.mark.training
-@pytest.mark.parametrize("preset,mix_loss", [("amix", "ce"), ("automix", "ce"),
+@pytest.mark.parametrize("preset,mix_loss", [pytest.param("amix", "ce", marks=pytest.mark.compiled),
+                                             ("automix", "ce"),
                                              ("amix", "pbce"), ("amix", "ce+bce")])
 def test_fit_and_evaluate_both_encoders(preset, mix_loss):
     x, y = _data()

@@ -199,7 +199,8 @@ def test_gradient_routing(variant, mix_loss):
 
 
 @pytest.mark.training
-@pytest.mark.parametrize("variant", ["instance", "cluster"])
+@pytest.mark.parametrize("variant", ["instance",
+                                     pytest.param("cluster", marks=pytest.mark.compiled)])
 def test_fit_updates_queue_memory_and_evaluates(variant):
     model = _model(variant)
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))

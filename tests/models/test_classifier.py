@@ -82,7 +82,8 @@ def test_save_load_resume(tmp_path):
 
 
 @pytest.mark.training
-@pytest.mark.parametrize("name", ["manifoldmix", "puzzlemix", "comixup", "saliencymix", "fmix", "resizemix"])
+@pytest.mark.parametrize("name", ["manifoldmix", pytest.param("puzzlemix", marks=pytest.mark.compiled),
+                                  "comixup", "saliencymix", "fmix", "resizemix"])
 def test_every_mixer_trains(name):
     if name not in mixers.available():
         pytest.skip(f"{name} not registered")
