@@ -758,6 +758,31 @@ def start_run(workdir):
     return epoch
 
 
+def smoke_config(cfg, flag_values, sizes):
+    """`cfg` shrunk for `--smoke`: each field of `sizes` takes its smoke value
+    unless its flag was given on the command line (a given flag wins, as it
+    wins over a preset), and the warm-up becomes shorter than the run."""
+    sizes = {name: value for name, value in sizes.items() if not flag_values[name].present}
+    if hasattr(cfg, "warmup_epochs") and not flag_values["warmup_epochs"].present:
+        sizes["warmup_epochs"] = min(cfg.warmup_epochs, sizes.get("epochs", cfg.epochs) - 1)
+    return dataclasses.replace(cfg, **sizes)
+
+
+def begin_run(cfg, workdir):
+    """The start every training binary shares; returns `(initial_epoch, strategy)`.
+
+    The environment checks, the seeds (and TensorFlow op determinism with
+    `--deterministic`), the folder, the epoch a backup resumes at
+    (`start_run`: a killed run's partial outputs removed) and the
+    distribution strategy. The binary then builds, fits and writes its
+    outputs, and ends with `finish_run` once the last of them is written.
+    """
+    check_environment(cfg)
+    set_determinism(cfg.seed, cfg.deterministic)
+    os.makedirs(workdir, exist_ok=True)
+    return start_run(workdir), make_strategy(cfg.strategy)
+
+
 def pass_epochs(cfg, initial_epoch):
     """The `epochs` / `initial_epoch` of a training pipeline of `cfg` resumed
     at `initial_epoch` (see `keras_amix.data.pipeline`)."""

@@ -124,12 +124,9 @@ def resolve_config():
     _check_decay_at("decay_at", cfg.decay_at)
     cfg = dataclasses.replace(cfg, decay_at=tuple(float(v) for v in cfg.decay_at))
     if FLAGS.smoke:
-        smoke = dict(epochs=2, batch_size=16, per_class_limit=8, test_per_class_limit=4,
-                     max_train_examples=None, max_test_examples=None)
-        for name in ("epochs", "batch_size"):
-            if FLAGS[name].present:
-                smoke.pop(name)
-        cfg = dataclasses.replace(cfg, **smoke)
+        cfg = common.smoke_config(cfg, FLAGS, dict(
+            epochs=2, batch_size=16, per_class_limit=8, test_per_class_limit=4,
+            max_train_examples=None, max_test_examples=None))
     validate(cfg)
     return cfg
 

@@ -81,8 +81,11 @@ SUITES = {
     "smoke": Suite(
         rows=_methods("vanilla", *_STATIC, "comixup", "manifoldmix", "automix", "amix"),
         # As small as the binary goes: 1 epoch of 10 batches of 8 16x16 images, width 8,
-        # no SavedModel, no TensorBoard mask pictures (the run's masks.png has them).
-        flags=("--smoke", "--epochs=1"), learned_flags=("--mask_summary_every=0",),
+        # no SavedModel, no TensorBoard mask pictures (the run's masks.png has them), the
+        # steps run eagerly (tracing them would cost more than these 10 steps; the tests
+        # run each model family's compiled step).
+        flags=("--smoke", "--epochs=1", "--run_eagerly"),
+        learned_flags=("--mask_summary_every=0",),
         jobs=2,
         description="every method, 1 tiny epoch (CI: about 300 CPU-s, 2 runs at a time)"),
     "cifar10-5k": Suite(

@@ -148,18 +148,10 @@ def resolve_config():
     if FLAGS.smoke:
         smoke = dict(epochs=min(cfg.epochs, 2), batch_size=8, per_class_limit=4,
                      max_train_examples=None, image_size=min(cfg.image_size, 16),
-                     queue_size=32, hidden_dim=32, projection_dim=16, num_clusters=4)
-        if not FLAGS["width"].present:
-            smoke["width"] = 8
-        if cfg.method not in CLUSTER_METHODS:
-            smoke.pop("num_clusters")
-        for name in ("epochs", "image_size", "batch_size", "queue_size", "hidden_dim",
-                     "projection_dim", "num_clusters"):
-            if FLAGS[name].present:
-                smoke.pop(name, None)
-        if not FLAGS["warmup_epochs"].present:  # a warm-up shorter than the smoke run
-            smoke["warmup_epochs"] = min(cfg.warmup_epochs, smoke.get("epochs", cfg.epochs) - 1)
-        cfg = dataclasses.replace(cfg, **smoke)
+                     queue_size=32, hidden_dim=32, projection_dim=16, width=8)
+        if cfg.method in CLUSTER_METHODS:
+            smoke["num_clusters"] = 4
+        cfg = common.smoke_config(cfg, FLAGS, smoke)
     cfg = with_default_alpha(cfg)
     validate(cfg)
     return cfg
@@ -382,11 +374,7 @@ def train(cfg, workdir, extra_callbacks=()):
 
     from keras_amix.training.callbacks import EpochTimer
 
-    common.check_environment(cfg)
-    common.set_determinism(cfg.seed, cfg.deterministic)
-    os.makedirs(workdir, exist_ok=True)
-    initial_epoch = common.start_run(workdir)
-    strategy = common.make_strategy(cfg.strategy)
+    initial_epoch, strategy = common.begin_run(cfg, workdir)
     train_ds, info, steps, n_train, first_pass = train_dataset(cfg, initial_epoch)
     with common.strategy_scope(strategy):
         model = build_model(cfg, num_samples=n_train, num_classes=info.num_classes)

@@ -206,17 +206,10 @@ def resolve_config():
                              f"(only with {'|'.join(LEARNED_METHODS)})")
     if FLAGS.smoke:
         # A class-balanced handful: 8 training and 4 test images per class.
-        smoke = dict(epochs=min(cfg.epochs, 2), batch_size=8, per_class_limit=8,
-                     test_per_class_limit=4, max_train_examples=None, max_test_examples=None,
-                     image_size=min(cfg.image_size, 16))
-        if not FLAGS["width"].present:
-            smoke["width"] = 8
-        for name in ("epochs", "image_size", "batch_size"):
-            if FLAGS[name].present:
-                smoke.pop(name)
-        if not FLAGS["warmup_epochs"].present:  # a warm-up shorter than the smoke run
-            smoke["warmup_epochs"] = min(cfg.warmup_epochs, smoke.get("epochs", cfg.epochs) - 1)
-        cfg = dataclasses.replace(cfg, **smoke)
+        cfg = common.smoke_config(cfg, FLAGS, dict(
+            epochs=min(cfg.epochs, 2), batch_size=8, per_class_limit=8, test_per_class_limit=4,
+            max_train_examples=None, max_test_examples=None, image_size=min(cfg.image_size, 16),
+            width=8))
     cfg = method_defaults(cfg)
     cfg = learning_rates(cfg, FLAGS.preset)
     validate(cfg)
@@ -401,11 +394,7 @@ def train(cfg, workdir, extra_callbacks=()):
     from keras_amix.training.callbacks import EpochTimer
 
     cfg = learning_rates(method_defaults(cfg))
-    common.check_environment(cfg)
-    common.set_determinism(cfg.seed, cfg.deterministic)
-    os.makedirs(workdir, exist_ok=True)
-    initial_epoch = common.start_run(workdir)
-    strategy = common.make_strategy(cfg.strategy)
+    initial_epoch, strategy = common.begin_run(cfg, workdir)
     train_ds, test_ds, info, steps = common.datasets(cfg, initial_epoch=initial_epoch)
     common.write_json(
         os.path.join(workdir, "config.json"),

@@ -111,7 +111,8 @@ def test_smoke_commands_are_the_smallest_runs_the_binary_accepts(tmp_path, resol
         cmd = reproduce.command(suite, run)
         assert cmd[1:3] == ["-m", "experiments.train_supervised"]
         cfg = resolve_supervised(cmd[3:])  # the binary refuses --mask_summary_every on static rows
-        assert (cfg.epochs, cfg.export, cfg.width, cfg.per_class_limit) == (1, False, 8, 8)
+        assert (cfg.epochs, cfg.export, cfg.width, cfg.per_class_limit, cfg.run_eagerly) == \
+            (1, False, 8, 8, True)
         assert cfg.method == run.row.label and cfg.seed == 0
         assert (cfg.mask_summary_every == 0) == run.row.learnable, run.row
     assert {row.label for row in suite.rows if row.learnable} == {"automix", "amix"}

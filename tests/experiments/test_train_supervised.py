@@ -200,3 +200,17 @@ def test_optimizer_weight_decay_mode_and_cosine_floor(mode):
         assert optimizer.coupled_weight_decay == 1e-4 and optimizer.weight_decay is None
     else:
         assert optimizer.weight_decay == 1e-4
+
+
+@pytest.mark.backend_independent
+def test_smoke_shrinks_what_the_command_line_did_not_set(resolve_supervised):
+    cfg = resolve_supervised(["--smoke"])
+    assert (cfg.epochs, cfg.batch_size, cfg.per_class_limit, cfg.width, cfg.image_size) == \
+        (2, 8, 8, 8, 16)
+    assert cfg.warmup_epochs == 1  # shorter than the 2-epoch run (the demo preset's 1 kept)
+    # A flag given on the command line wins over --smoke, as it wins over a preset.
+    cfg = resolve_supervised(["--smoke", "--per_class_limit=3", "--width=4", "--epochs=1"])
+    assert (cfg.per_class_limit, cfg.width, cfg.epochs, cfg.batch_size) == (3, 4, 1, 8)
+    assert cfg.warmup_epochs == 0  # a warm-up shorter than the 1-epoch run
+    cfg = resolve_supervised(["--smoke", "--epochs=3", "--warmup_epochs=2"])
+    assert (cfg.epochs, cfg.warmup_epochs) == (3, 2)

@@ -82,7 +82,8 @@ def test_save_load_resume(tmp_path):
 
 
 @pytest.mark.training
-@pytest.mark.parametrize("name", ["manifoldmix", pytest.param("puzzlemix", marks=pytest.mark.compiled),
+@pytest.mark.parametrize("name", [pytest.param("manifoldmix", marks=pytest.mark.compiled),
+                                  pytest.param("puzzlemix", marks=pytest.mark.compiled),
                                   "comixup", "saliencymix", "fmix", "resizemix"])
 def test_every_mixer_trains(name):
     if name not in mixers.available():
