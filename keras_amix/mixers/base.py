@@ -2,7 +2,8 @@
 
 Everything here is `keras.ops` / `keras.random` only, so the mixers run on the
 TensorFlow, JAX and torch backends, eagerly and inside compiled functions, and
-(on the TensorFlow backend) inside `tf.data.Dataset.map`.
+inside `tf.data.Dataset.map` (on JAX and torch through
+`keras_amix.data.mixer_bridge`).
 
 The helpers are small pure functions (timm's `mixup.py` style):
 
@@ -459,6 +460,22 @@ class Mixer(keras.layers.Layer):
 
     def validate_images(self, images):
         validate_images(images, rank=self.image_rank)
+
+    def __call__(self, *args, **kwargs):
+        # Inside tf.data on JAX / torch the batch is a TensorFlow graph tensor,
+        # which those backends' ops cannot take: keras_amix.data.mixer_bridge
+        # runs this mixer there through tf.numpy_function (TensorFlow lives in
+        # data/; a TensorFlow value means TensorFlow is loaded already).
+        leaf = args[0] if args else kwargs.get("images")
+        if isinstance(leaf, dict):
+            leaf = leaf.get("images")
+        if (keras.backend.backend() != "tensorflow"
+                and type(leaf).__module__.startswith("tensorflow")):
+            from keras_amix.data import mixer_bridge
+
+            if mixer_bridge.is_graph_tensor(leaf):
+                return mixer_bridge.call_in_graph(self, *args, **kwargs)
+        return super().__call__(*args, **kwargs)
 
     def call(self, images, labels=None, training=True, **extra):
         if isinstance(images, dict):
