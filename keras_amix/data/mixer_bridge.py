@@ -2,7 +2,7 @@
 
 On the TensorFlow backend a mixer's `keras.ops` code runs inside
 `tf.data.Dataset.map` as it is. On JAX and torch those ops cannot take the
-graph tensors of a `tf.data` map, so `Mixer.__call__` hands such a call here:
+graph tensors of a `tf.data` map, so `Mixer` hands such a batch here:
 `tf.numpy_function` runs the mixer eagerly on the active backend, on the
 batch as NumPy arrays, and gives back TensorFlow tensors with the static
 shapes and dtypes the mixer's contract promises (images as they came; labels
@@ -29,9 +29,9 @@ def is_graph_tensor(value):
     return isinstance(value, tf.Tensor) and tf.is_symbolic_tensor(value)
 
 
-def call_in_graph(mixer, images, labels=None, training=True, **extra):
-    """`mixer(images, labels, training)` inside a TensorFlow graph, run eagerly on
-    the active (non-TensorFlow) backend through `tf.numpy_function`."""
+def mix_in_graph(mixer, images, labels=None, training=True, **extra):
+    """`mixer._mix(images, labels, training)` inside a TensorFlow graph, run
+    eagerly on the active (non-TensorFlow) backend through `tf.numpy_function`."""
     if extra:
         raise ValueError(
             f"{type(mixer).__name__} inside tf.data on the {_backend()} backend takes images "
@@ -39,22 +39,10 @@ def call_in_graph(mixer, images, labels=None, training=True, **extra):
             "computed in the training step: use the mixer there, e.g. "
             "keras_amix.models.MixupClassifier(mixer=...))."
         )
-    if isinstance(images, dict):
-        if labels is not None:
-            raise ValueError(
-                "Pass labels inside the dict ({'images': ..., 'labels': ...}) or as the "
-                "second argument, not both."
-            )
-        data = dict(images)
-        data["images"], mixed_labels = call_in_graph(
-            mixer, data["images"], data.get("labels"), training)
-        if "labels" in data:
-            data["labels"] = mixed_labels
-        return data
     images = tf.convert_to_tensor(images)
     if labels is None:
         mixed = tf.numpy_function(
-            lambda x: _numpy(mixer(x, None, training=training)[0]), [images], images.dtype,
+            lambda x: _numpy(mixer._mix(x, None, training)[0]), [images], images.dtype,
             stateful=True)
         mixed.set_shape(images.shape)
         return mixed, None
@@ -67,7 +55,7 @@ def call_in_graph(mixer, images, labels=None, training=True, **extra):
                                       mixer.num_classes])
 
     def run(x, y):
-        mixed_x, mixed_y = mixer(x, y, training=training)
+        mixed_x, mixed_y = mixer._mix(x, y, training)
         return _numpy(mixed_x), _numpy(mixed_y).astype(label_dtype.as_numpy_dtype)
 
     mixed, mixed_labels = tf.numpy_function(run, [images, labels], [images.dtype, label_dtype],

@@ -461,22 +461,6 @@ class Mixer(keras.layers.Layer):
     def validate_images(self, images):
         validate_images(images, rank=self.image_rank)
 
-    def __call__(self, *args, **kwargs):
-        # Inside tf.data on JAX / torch the batch is a TensorFlow graph tensor,
-        # which those backends' ops cannot take: keras_amix.data.mixer_bridge
-        # runs this mixer there through tf.numpy_function (TensorFlow lives in
-        # data/; a TensorFlow value means TensorFlow is loaded already).
-        leaf = args[0] if args else kwargs.get("images")
-        if isinstance(leaf, dict):
-            leaf = leaf.get("images")
-        if (keras.backend.backend() != "tensorflow"
-                and type(leaf).__module__.startswith("tensorflow")):
-            from keras_amix.data import mixer_bridge
-
-            if mixer_bridge.is_graph_tensor(leaf):
-                return mixer_bridge.call_in_graph(self, *args, **kwargs)
-        return super().__call__(*args, **kwargs)
-
     def call(self, images, labels=None, training=True, **extra):
         if isinstance(images, dict):
             if labels is not None:
@@ -495,6 +479,16 @@ class Mixer(keras.layers.Layer):
         return self._mix(images, labels, training, **extra)
 
     def _mix(self, images, labels, training, **extra):
+        if (keras.backend.backend() != "tensorflow"
+                and type(images).__module__.startswith("tensorflow")):
+            # Inside tf.data on JAX / torch the batch is a TensorFlow graph
+            # tensor, which those backends' ops cannot take: the bridge runs
+            # this method there through tf.numpy_function (TensorFlow lives in
+            # data/; a TensorFlow value means it is loaded already).
+            from keras_amix.data import mixer_bridge
+
+            if mixer_bridge.is_graph_tensor(images):
+                return mixer_bridge.mix_in_graph(self, images, labels, training, **extra)
         images = ops.convert_to_tensor(images)
         self.validate_images(images)
         if labels is not None:
