@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 from absl import app
 from absl import flags
@@ -48,16 +47,11 @@ def _child():
     pipelines = {"none": base}
     for name in FLAGS.mixers:
         pipelines[name] = base.map(mixers.get(name, seed=0))
-    for ds in pipelines.values():  # fill the cache, trace the maps, compile the ops
-        for _ in ds.take(2):
-            pass
-    seconds = {name: [] for name in pipelines}
-    for _ in range(FLAGS.rounds):
-        for name, ds in pipelines.items():
-            start = time.perf_counter()
-            for _ in ds:
-                pass
-            seconds[name].append(time.perf_counter() - start)
+    # One step = one pass over a pipeline; the warm-up pass fills the cache,
+    # traces the maps and compiles the ops.
+    seconds = common.time_interleaved(
+        {name: (lambda ds=ds: [None for _ in ds]) for name, ds in pipelines.items()},
+        rounds=FLAGS.rounds, repeats=1, warmup=1)
     print(json.dumps({name: n / float(np.median(s)) for name, s in seconds.items()}))
 
 
@@ -66,8 +60,8 @@ def main(argv):
     if FLAGS.child:
         return _child()
     rates, skipped = {}, []
+    args = [a for a in sys.argv[1:] if not a.startswith("--child")]
     for backend in FLAGS.backends:
-        args = [a for a in sys.argv[1:] if not a.startswith("--child")]
         proc = subprocess.run(
             [sys.executable, "-m", "benchmarks.bench_mixer_bridge", f"--child={backend}", *args],
             env={**os.environ, "KERAS_BACKEND": backend,

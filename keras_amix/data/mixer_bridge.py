@@ -19,6 +19,7 @@ reproducible draws. Model-dependent inputs (PuzzleMix's `saliency=`) are not
 available in an input pipeline and are refused.
 """
 
+import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
@@ -34,9 +35,9 @@ def mix_in_graph(mixer, images, labels=None, training=True, **extra):
     eagerly on the active (non-TensorFlow) backend through `tf.numpy_function`."""
     if extra:
         raise ValueError(
-            f"{type(mixer).__name__} inside tf.data on the {_backend()} backend takes images "
-            f"and labels only; received {sorted(extra)} (model inputs such as saliency are "
-            "computed in the training step: use the mixer there, e.g. "
+            f"{type(mixer).__name__} inside tf.data on the {keras.backend.backend()} backend "
+            f"takes images and labels only; received {sorted(extra)} (model inputs such as "
+            "saliency are computed in the training step: use the mixer there, e.g. "
             "keras_amix.models.MixupClassifier(mixer=...))."
         )
     images = tf.convert_to_tensor(images)
@@ -47,10 +48,10 @@ def mix_in_graph(mixer, images, labels=None, training=True, **extra):
         mixed.set_shape(images.shape)
         return mixed, None
     labels = tf.convert_to_tensor(labels)
-    label_dtype = labels.dtype if labels.dtype.is_floating else tf.float32
     if labels.dtype.is_floating:
-        label_shape = labels.shape
-    else:
+        label_dtype, label_shape = labels.dtype, labels.shape
+    else:  # integer ids come back one-hot
+        label_dtype = tf.float32
         label_shape = tf.TensorShape([labels.shape[0] if labels.shape.rank else None,
                                       mixer.num_classes])
 
@@ -67,9 +68,3 @@ def mix_in_graph(mixer, images, labels=None, training=True, **extra):
 
 def _numpy(value):
     return np.asarray(ops.convert_to_numpy(value))
-
-
-def _backend():
-    import keras
-
-    return keras.backend.backend()
