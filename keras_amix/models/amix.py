@@ -9,7 +9,7 @@ from keras_amix.layers import MixBlock, mask_statistics
 from keras_amix.mixers.primitives import mix_images, mix_labels, sample_lambda
 from keras_amix.mixers.primitives import sample_permutation
 from keras_amix.training.schedules import MomentumSchedule
-from keras_amix.training.step import StepModel, ema_update
+from keras_amix.training.step import StepBatch, StepModel, ema_update
 
 MIX_LOSSES = ("ce", "pbce", "ce+pbce", "bce", "ce+bce")
 
@@ -27,10 +27,11 @@ class AMixClassifier(StepModel):
     Block trains on `mix_loss` of the momentum encoder and the EMA of the mix
     head on the images mixed with the mask of λ_φ, plus the mask loss.
     Gradients of the Mix Block's loss flow through the frozen momentum
-    encoder into the pixels and reach only φ. After the optimizer step,
-    θ_k ← m θ_k + (1−m) θ_q (backbone and both heads), with m from
-    `momentum_schedule` at the model's step counter (so a resumed run
-    continues the schedule where it stopped). BatchNorm statistics of θ_k
+    encoder into the pixels and reach only φ. Each optimizer update is
+    followed by θ_k ← m θ_k + (1−m) θ_q (backbone and both heads), applied
+    first thing in the next step, with m from `momentum_schedule` at the
+    model's step counter (so a resumed run continues the schedule where it
+    stopped). BatchNorm statistics of θ_k
     come from its own forward passes: the whole forward on the clean batch
     and the forward on the φ-mixed images, as in the official code.
 
@@ -89,7 +90,6 @@ class AMixClassifier(StepModel):
     (AutoMix) for the momentum pipeline.
     """
 
-    eval_tracker_names = ("loss", "top1", "top1_momentum")
     nested_config_keys = ("backbone", "mix_block", "momentum_schedule")
 
     def __init__(self, backbone, num_classes, mix_block="amix", mix_block_kwargs=None,
@@ -181,11 +181,10 @@ class AMixClassifier(StepModel):
         self.add_tracker(keras.metrics.CategoricalAccuracy(name="top1"))
         self.add_tracker(keras.metrics.CategoricalAccuracy(name="top1_momentum"))
 
-    # The momentum encoder's top-1 is measured by `evaluate` only.
-    eval_only_tracker_names = ("top1_momentum",)
-
     # ------------------------------------------------------------ forward
     def call(self, images, training=False, momentum=False):
+        if isinstance(images, StepBatch):  # a batch of fit / evaluate
+            return self.step_outputs(images, training)
         if momentum:
             return self.momentum_head(self.pool(self.momentum_backbone(images, training=False)))
         return self.head(self.pool(self.backbone(images, training=training)))
@@ -209,11 +208,12 @@ class AMixClassifier(StepModel):
         logits = head(self.pool(backbone(inputs, training=False)))
         return keras.Model(inputs, logits, name=f"{self.name}_{encoder}")
 
-    def momentum_value(self):
-        """The EMA momentum at the current step (a float32 scalar tensor)."""
+    def momentum_value(self, step=None):
+        """The EMA momentum at `step` (default: the current step), a float32 scalar."""
         if self.total_steps is None:
             return ops.convert_to_tensor(self.momentum_schedule.base, "float32")
-        return self.momentum_schedule.ops_call(self.step_counter, self.total_steps)
+        step = self.step_counter if step is None else step
+        return self.momentum_schedule.ops_call(step, self.total_steps)
 
     # -------------------------------------------------------------- train
     def _check_batch(self, images, labels):
@@ -239,23 +239,36 @@ class AMixClassifier(StepModel):
                 f"received {images.shape[0]}."
             )
 
-    def compute_train_loss(self, x, y):
+    def train_outputs(self, x, y):
+        self._momentum_update()
         terms = self.compute_losses(x, y)
-        loss = terms["theta"] + terms["phi"] + terms["mask"]
-        self.track("loss", loss)
-        self.track("loss_theta", terms["theta"])
-        self.track("loss_phi", terms["phi"])
-        self.track("mask_loss", terms["mask"])
-        self.track("momentum", self.momentum_value())
-        return loss
+        terms["loss_theta"], terms["loss_phi"], terms["mask_loss"] = (
+            terms.pop("theta"), terms.pop("phi"), terms.pop("mask"))
+        terms["loss"] = terms["loss_theta"] + terms["loss_phi"] + terms["mask_loss"]
+        terms["momentum"] = self.momentum_value()
+        self.step_counter.assign_add(ops.cast(1, "int32"))
+        return terms
+
+    def _momentum_update(self):
+        """θ_k ← m θ_k + (1 − m) θ_q for the previous step's optimizer update.
+
+        Runs first thing in each step (Keras' step has no hook after the
+        update), with the momentum of the previous step; m = 1 (no change)
+        before the first step. A model read between steps has its last
+        update pending; the next step (or a resumed run) applies it.
+        """
+        step = self.step_counter
+        momentum = ops.where(step > 0, self.momentum_value(ops.maximum(step - 1, 0)), 1.0)
+        ema_update([k for k, _ in self._ema_pairs], [q for _, q in self._ema_pairs], momentum)
 
     def compute_losses(self, x, y):
-        """The three loss terms of one step, as a dict of scalars.
+        """The three loss terms of one step and what the step reports, as a dict.
 
         `theta`: the encoder's loss (reaches only θ_q and its head);
         `phi`: the Mix Block's classification loss through the frozen
-        momentum encoder; `mask`: the Mix Block's mask loss. Mask statistics
-        and the clean top-1 are tracked as a side effect.
+        momentum encoder; `mask`: the Mix Block's mask loss; `mask_std`,
+        `mask_mean_error` (φ's masks) and `top1` (the clean batch's labels
+        and logits).
         """
         self._check_batch(x, y)
         y = ops.cast(y, "float32")
@@ -300,10 +313,10 @@ class AMixClassifier(StepModel):
         loss_phi = self._mix_block_loss(x_phi, y, z_end, perm_phi, lam_phi)
 
         stats = mask_statistics(mask_phi)
-        self.track("mask_std", stats["mask_std"])
-        self.track("mask_mean_error", ops.abs(stats["mask_mean"] - lam_phi))
-        self._trackers["top1"].update_state(y, logits_clean)
-        return {"theta": loss_theta, "phi": loss_phi, "mask": loss_mask}
+        return {"theta": loss_theta, "phi": loss_phi, "mask": loss_mask,
+                "mask_std": stats["mask_std"],
+                "mask_mean_error": ops.abs(stats["mask_mean"] - lam_phi),
+                "top1": (y, logits_clean)}
 
     def _mix_block_loss(self, x_phi, y, z_end, perm, lam):
         """φ's classification loss: the frozen momentum encoder and its mix
@@ -328,18 +341,12 @@ class AMixClassifier(StepModel):
             total = total + term
         return total
 
-    def after_train_step(self):
-        momentum = self.momentum_value()
-        ema_update([k for k, _ in self._ema_pairs], [q for _, q in self._ema_pairs], momentum)
-        self.step_counter.assign_add(ops.cast(1, "int32"))
-
     # --------------------------------------------------------------- eval
-    def compute_test_metrics(self, x, y):
+    def test_outputs(self, x, y):
         y = ops.cast(y, "float32")
         logits = self(x, training=False)
-        self.track("loss", ops.mean(losses_lib.soft_target_cross_entropy(y, logits)))
-        self._trackers["top1"].update_state(y, logits)
-        self._trackers["top1_momentum"].update_state(y, self(x, momentum=True))
+        return {"loss": ops.mean(losses_lib.soft_target_cross_entropy(y, logits)),
+                "top1": (y, logits), "top1_momentum": (y, self(x, momentum=True))}
 
     # ------------------------------------------------------------ pictures
     def mask_panels(self, images, lams=(0.3, 0.5, 0.7), perm=None):

@@ -225,18 +225,19 @@ class AMixSSL(MoCoV2):
                                  "received y=None.")
         return view1, view2
 
-    def compute_train_loss(self, x, y=None):
+    def train_outputs(self, x, y=None):
         self._check_queue_fits(x["view1"] if isinstance(x, dict) and "view1" in x else None)
+        self._momentum_update()
         terms = self.compute_losses(x, y)
-        loss = (terms["nce"] + self.mix_weight * terms["mix"] + terms["phi"] + terms["mask"]
-                + terms["head"])
-        for name, value in (("loss", loss), ("loss_nce", terms["nce"]),
-                            ("loss_mix", terms["mix"]), ("loss_phi", terms["phi"]),
-                            ("mask_loss", terms["mask"]), ("loss_head", terms["head"])):
-            self.track(name, value)
+        outputs = {"loss": terms["nce"] + self.mix_weight * terms["mix"] + terms["phi"]
+                   + terms["mask"] + terms["head"],
+                   "loss_nce": terms["nce"], "loss_mix": terms["mix"],
+                   "loss_phi": terms["phi"], "mask_loss": terms["mask"],
+                   "loss_head": terms["head"], "mask_std": terms["mask_std"],
+                   "mask_mean_error": terms["mask_mean_error"]}
         self.enqueue(terms["keys"], terms["key_labels"])
-        self.update_clusters(x, terms["keys"])
-        return loss
+        outputs.update(self.update_clusters(x, terms["keys"]))
+        return outputs
 
     def compute_losses(self, x, y=None, mix_params=None):
         """The loss terms of one step (a dict of scalars) and the keys to enqueue.
@@ -244,8 +245,9 @@ class AMixSSL(MoCoV2):
         "nce" (eq. 2), "mix" (θ's mixup infoNCE, unweighted), "phi" (the Mix
         Block's loss), "mask" (its mask loss), "head" (the cluster / class
         heads' own CE), "keys" and "key_labels" (view-2 keys and their labels
-        for the queue). `mix_params` fixes {"lam_theta", "perm_theta",
-        "lam_phi", "perm_phi"} (tests).
+        for the queue), "mask_std" and "mask_mean_error" (φ's masks).
+        `mix_params` fixes {"lam_theta", "perm_theta", "lam_phi", "perm_phi"}
+        (tests).
         """
         view1, view2 = self._check_inputs(x, y)
         batch = ops.shape(view1)[0]
@@ -291,15 +293,14 @@ class AMixSSL(MoCoV2):
                                          clusters, classes)
 
         stats = mask_statistics(mask_phi)
-        self.track("mask_std", stats["mask_std"])
-        self.track("mask_mean_error", ops.abs(stats["mask_mean"] - lam_phi))
         key_labels = ops.full((batch,), -1, "int32")
         if "infonce_pl" in self.mix_terms:
             key_labels = clusters
         elif "infonce_l" in self.mix_terms:
             key_labels = classes
         return {"nce": nce, "mix": mix, "phi": phi, "mask": mask, "head": head,
-                "keys": k2, "key_labels": key_labels}
+                "keys": k2, "key_labels": key_labels, "mask_std": stats["mask_std"],
+                "mask_mean_error": ops.abs(stats["mask_mean"] - lam_phi)}
 
     def _mix_block_loss(self, z_phi, k1, k2, queue, perm, lam, clusters, classes):
         """(φ's loss, the heads' own loss) for the φ-mixed embeddings `z_phi`.

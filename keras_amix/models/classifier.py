@@ -7,7 +7,7 @@ from keras_amix import backbones as backbones_lib
 from keras_amix import mixers as mixers_lib
 from keras_amix import losses as losses_lib
 from keras_amix.training.backend import input_gradient
-from keras_amix.training.step import StepModel
+from keras_amix.training.step import StepBatch, StepModel
 
 
 def _check_rank4(images, name="images"):
@@ -94,6 +94,8 @@ class MixupClassifier(StepModel):
         self.add_tracker(keras.metrics.CategoricalAccuracy(name="top1"))
 
     def call(self, images, training=False):
+        if isinstance(images, StepBatch):  # a batch of fit / evaluate
+            return self.step_outputs(images, training)
         return self.head(self.pool(self.backbone(images, training=training)))
 
     # --------------------------------------------------------------- train
@@ -111,7 +113,7 @@ class MixupClassifier(StepModel):
                 f"received shape {tuple(labels.shape)}."
             )
 
-    def compute_train_loss(self, x, y):
+    def train_outputs(self, x, y):
         self._check_batch(x, y)
         y = self._targets(y)
         mixer = self.mixer
@@ -126,11 +128,8 @@ class MixupClassifier(StepModel):
         else:
             x, y = mixer(x, y, training=True)
             logits = self(x, training=True)
-        loss = soft_target_cross_entropy(y, logits)
-        self.track("loss", loss)
         # Training top-1 is measured against the argmax of the (mixed) target.
-        self._trackers["top1"].update_state(y, logits)
-        return loss
+        return {"loss": soft_target_cross_entropy(y, logits), "top1": (y, logits)}
 
     def saliency(self, images, labels):
         """|d CE / d x| summed over channels: (B, H, W, 1), no gradient."""
@@ -163,11 +162,10 @@ class MixupClassifier(StepModel):
         return logits, mixer.mix_labels(y, params)
 
     # ---------------------------------------------------------------- eval
-    def compute_test_metrics(self, x, y):
+    def test_outputs(self, x, y):
         y = ops.cast(y, "float32")
         logits = self(x, training=False)
-        self.track("loss", soft_target_cross_entropy(y, logits))
-        self._trackers["top1"].update_state(y, logits)
+        return {"loss": soft_target_cross_entropy(y, logits), "top1": (y, logits)}
 
     # ------------------------------------------------------- serialisation
     def get_config(self):

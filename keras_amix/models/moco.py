@@ -11,7 +11,7 @@ from keras_amix.losses.contrastive import l2_normalize
 from keras_amix.models import moco_mixing as mixing_lib
 from keras_amix.models.odc import ODCMemory
 from keras_amix.training.backend import all_gather, num_replicas
-from keras_amix.training.step import StepModel, ema_update
+from keras_amix.training.step import StepBatch, StepModel, ema_update
 
 
 # Mixing methods implemented by strategies of their own (not class-level mixers).
@@ -32,7 +32,8 @@ class MoCoV2(StepModel):
     and the queue of K keys as negatives. The batch's view-2 keys (all-gathered
     over replicas under `tf.distribute.MirroredStrategy`) are then written
     into the queue at `queue_ptr`, wrapping modulo `queue_size`. After the
-    optimizer update the key encoder follows θ_k ← m θ_k + (1 − m) θ_q.
+    optimizer update the key encoder follows θ_k ← m θ_k + (1 − m) θ_q,
+    applied first thing in the next step (as MoCo's code does).
 
     With `mixer` set, the step mixes by that strategy
     (`keras_amix.models.moco_mixing`, DESIGN §6); a name stands for one:
@@ -98,7 +99,6 @@ class MoCoV2(StepModel):
     Shen et al. 2022 (Un-Mix); Kalantidis et al. 2020 (MoCHi).
     """
 
-    eval_tracker_names = ("loss",)
     nested_config_keys = ("backbone", "mixer")
 
     def __init__(self, backbone, projection_dim=128, hidden_dim=2048, queue_size=65536,
@@ -226,6 +226,8 @@ class MoCoV2(StepModel):
         return ops.stop_gradient(l2_normalize(self.key_proj_out(self.key_proj_hidden(features))))
 
     def call(self, images, training=False):
+        if isinstance(images, StepBatch):  # a batch of fit / evaluate
+            return self.step_outputs(images, training)
         return self.query_embedding(images, training=training)
 
     # -------------------------------------------------------------- train
@@ -256,18 +258,27 @@ class MoCoV2(StepModel):
                 f"received queue_size={self.queue_size}."
             )
 
-    def compute_train_loss(self, x, y=None):
+    def train_outputs(self, x, y=None):
         view1, _ = self._views(x)
         self._check_queue_fits(view1)
+        self._momentum_update()
         terms = self.compute_losses(x)
-        loss = terms["nce"] + self.mix_weight * terms["mix"]
-        self.track("loss", loss)
-        self.track("loss_nce", terms["nce"])
-        self.track("loss_mix", terms["mix"])
+        outputs = {"loss": terms["nce"] + self.mix_weight * terms["mix"],
+                   "loss_nce": terms["nce"], "loss_mix": terms["mix"]}
         # Enqueue after the loss has read the queue (MoCo's dequeue-and-enqueue).
         self.enqueue(terms["keys"])
-        self.update_clusters(x, terms["keys"])
-        return loss
+        outputs.update(self.update_clusters(x, terms["keys"]))
+        return outputs
+
+    def _momentum_update(self):
+        """θ_k ← m θ_k + (1 − m) θ_q, first thing in each step (as in MoCo).
+
+        Keras' step has no hook after the optimizer update, so the update
+        that follows step t runs at the start of step t + 1 (before the first
+        step θ_k = θ_q, and the update changes nothing but rounding).
+        """
+        ema_update([k for k, _ in self._ema_pairs], [q for _, q in self._ema_pairs],
+                   self.momentum)
 
     # ---------------------------------------------------------- clusters
     def _check_ids(self, x):
@@ -284,12 +295,15 @@ class MoCoV2(StepModel):
         return ops.take(ops.convert_to_tensor(self.odc.labels), ids, axis=0)
 
     def update_clusters(self, x, keys):
-        """ODC's memory update with the (all-gathered) view-2 keys at the batch's ids."""
+        """ODC's memory update with the (all-gathered) view-2 keys at the batch's ids.
+
+        Returns `{"odc_change_ratio": ...}` ({} without a memory).
+        """
         if self.odc is None:
-            return
+            return {}
         ids = ops.cast(all_gather(ops.reshape(x["ids"], (-1,))), "int32")
         update = self.odc.update(ids, all_gather(ops.stop_gradient(keys)))
-        self.track("odc_change_ratio", update["change_ratio"])
+        return {"odc_change_ratio": update["change_ratio"]}
 
     def initialize_clusters(self, batches):
         """ODC's start: embeds every training sample with θ_k and runs k-means.
@@ -355,17 +369,13 @@ class MoCoV2(StepModel):
         self.queue.assign(ops.scatter_update(self.queue, ops.reshape(rows, (-1, 1)), keys))
         self.queue_ptr.assign(ops.mod(ptr + ops.cast(count, "int32"), self.queue_size))
 
-    def after_train_step(self):
-        ema_update([k for k, _ in self._ema_pairs], [q for _, q in self._ema_pairs],
-                   self.momentum)
-
     # --------------------------------------------------------------- eval
-    def compute_test_metrics(self, x, y=None):
+    def test_outputs(self, x, y=None):
         view1, view2 = self._views(x)
         q = self.query_embedding(view1, training=False)
         k = self.key_embedding(view2, training=False)
-        self.track("loss", ops.mean(losses_lib.info_nce(
-            q, k, ops.convert_to_tensor(self.queue), self.temperature, normalize=False)))
+        return {"loss": ops.mean(losses_lib.info_nce(
+            q, k, ops.convert_to_tensor(self.queue), self.temperature, normalize=False))}
 
     # ------------------------------------------------------ serialisation
     def get_config(self):

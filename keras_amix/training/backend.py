@@ -12,11 +12,11 @@ for every backend lives here, each branch marked with the backend it is for:
   tensor inside a training step (PuzzleMix / Co-Mixup saliency), on
   TensorFlow, JAX and torch.
 
-The other backend-specific code of the package is `StepModel`'s training step
-(`training/step.py`), the TensorBoard image writer (`training/callbacks.py`,
-TensorFlow's `tf.summary`), the graph-mode value checks of
-`mixers/checks.py`, the tf.data pipelines (`data/`) and the SavedModel export
-(`export.py`).
+The other backend-specific code of the package is the TensorBoard image
+writer (`training/callbacks.py`, TensorFlow's `tf.summary`), the graph-mode
+value checks of `mixers/checks.py`, the tf.data pipelines (`data/`) and the
+SavedModel export (`export.py`). The training step is Keras' own
+(`training/step.py`).
 """
 
 import keras

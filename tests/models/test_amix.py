@@ -59,15 +59,21 @@ def test_fit_and_evaluate_both_encoders(preset, mix_loss):
 
 @pytest.mark.training
 def test_ema_update_is_exact():
+    """The update that follows step 1 runs first thing in step 2 with step 1's
+    momentum; before the first step there is none (θ_k stays exactly θ_k0)."""
     x, y = _data(n=4)
     model = _model(momentum_schedule=0.5)
     model.compile(optimizer=keras.optimizers.SGD(0.5))
     before = [_np(k).copy() for k, _ in model._ema_pairs]
     model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    after_one = [(_np(k).copy(), _np(q).copy()) for k, q in model._ema_pairs]
+    for (k1, _), k0 in zip(after_one, before):
+        np.testing.assert_array_equal(k1, k0)
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
     moved = 0
-    for (k, q), k0 in zip(model._ema_pairs, before):
-        np.testing.assert_allclose(_np(k), 0.5 * k0 + 0.5 * _np(q), rtol=1e-5, atol=1e-6)
-        moved += not np.allclose(_np(k), k0)
+    for (k, _), (k1, q1) in zip(model._ema_pairs, after_one):
+        np.testing.assert_allclose(_np(k), 0.5 * k1 + 0.5 * q1, rtol=1e-5, atol=1e-6)
+        moved += not np.allclose(_np(k), k1)
     assert moved > 0
 
 
@@ -134,11 +140,12 @@ def test_ema_covers_both_heads():
     x, y = _data(n=4)
     model = _model(momentum_schedule=0.5, separate_mix_head=True)
     model.compile(optimizer=keras.optimizers.SGD(0.5))
-    mix_k0 = _np(model.momentum_mix_head.kernel).copy()
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    mix_k1, mix_q1 = (_np(model.momentum_mix_head.kernel).copy(),
+                      _np(model.mix_head.kernel).copy())
     model.fit(x, y, batch_size=4, epochs=1, verbose=0)
     np.testing.assert_allclose(_np(model.momentum_mix_head.kernel),
-                               0.5 * mix_k0 + 0.5 * _np(model.mix_head.kernel),
-                               rtol=1e-5, atol=1e-6)
+                               0.5 * mix_k1 + 0.5 * mix_q1, rtol=1e-5, atol=1e-6)
 
 
 def _stage4_moving_means(model):
@@ -234,7 +241,7 @@ def test_bad_arguments():
     model = models.AMixClassifier(bb, 3)
     x, y = _data(size=10)
     with pytest.raises(ValueError, match="multiple of the stage3 stride"):
-        model.compute_train_loss(keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y))
+        model.train_outputs(keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y))
 
 
 def test_custom_mix_block_object():

@@ -114,9 +114,9 @@ def test_bad_arguments():
     model = models.MixupClassifier(bb, 3)
     x, y = _data(n=4)
     with pytest.raises(ValueError, match="labels"):
-        model.compute_train_loss(keras.ops.convert_to_tensor(x), keras.ops.ones((4, 5)))
+        model.train_outputs(keras.ops.convert_to_tensor(x), keras.ops.ones((4, 5)))
     with pytest.raises(ValueError, match="rank-4"):
-        model.compute_train_loss(keras.ops.ones((4, 8, 8)), y)
+        model.train_outputs(keras.ops.ones((4, 8, 8)), y)
 
 
 def test_compile_rejects_loss_and_metrics():

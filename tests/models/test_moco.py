@@ -60,18 +60,21 @@ def test_key_encoder_is_a_frozen_copy_and_queue_is_unit_norm():
 
 
 @pytest.mark.training
-def test_key_encoder_follows_ema_exactly_after_one_step():
+def test_key_encoder_follows_ema_of_the_previous_update():
+    """The update that follows step 1 runs first thing in step 2 (as in MoCo):
+    after two steps θ_k = m θ_k' + (1 − m) θ_q', the weights after step 1."""
     x = _views()
     model = _model(momentum=0.5)
     model.compile(optimizer=keras.optimizers.SGD(0.5))
-    before = [_np(k).copy() for k, _ in model._ema_pairs]
+    model.fit(x, batch_size=4, epochs=1, verbose=0)
+    after_one = [(_np(k).copy(), _np(q).copy()) for k, q in model._ema_pairs]
     model.fit(x, batch_size=4, epochs=1, verbose=0)
     moved = 0
-    for (k, q), k0 in zip(model._ema_pairs, before):
+    for (k, _), (k1, q1) in zip(model._ema_pairs, after_one):
         # No gradient reached k: it is exactly the EMA of its old value and
-        # the updated query weights.
-        np.testing.assert_allclose(_np(k), 0.5 * k0 + 0.5 * _np(q), rtol=1e-5, atol=1e-6)
-        moved += not np.allclose(_np(k), k0)
+        # the query weights of the update before.
+        np.testing.assert_allclose(_np(k), 0.5 * k1 + 0.5 * q1, rtol=1e-5, atol=1e-6)
+        moved += not np.allclose(_np(k), k1)
     assert moved > 0
 
 
@@ -330,9 +333,9 @@ def test_queue_smaller_than_batch_is_rejected():
     model = _model(queue_size=3)
     x = {k: keras.ops.convert_to_tensor(v) for k, v in _views().items()}
     with pytest.raises(ValueError, match="queue_size=3"):
-        model.compute_train_loss(x, None)
+        model.train_outputs(x, None)
     with pytest.raises(ValueError, match="view1"):
-        model.compute_train_loss(x["view1"], None)
+        model.train_outputs(x["view1"], None)
 
 
 MIRRORED_SCRIPT = r'''

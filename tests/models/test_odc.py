@@ -271,11 +271,12 @@ class _Clusterer(StepModel):
         self.built = True
         self.add_tracker(keras.metrics.Mean(name="loss"))
 
-    def compute_train_loss(self, x, y=None):
+    def call(self, inputs, training=False):
+        return self.step_outputs(inputs, training)
+
+    def train_outputs(self, x, y=None):
         self.odc.update(x["ids"], ops.stop_gradient(x["features"]))
-        loss = ops.mean(ops.square(self.dense(x["features"])))
-        self.track("loss", loss)
-        return loss
+        return {"loss": ops.mean(ops.square(self.dense(x["features"])))}
 
 
 def _start(memory):
@@ -358,11 +359,12 @@ class Clusterer(StepModel):
         self.built = True
         self.add_tracker(keras.metrics.Mean(name="loss"))
 
-    def compute_train_loss(self, x, y=None):
+    def call(self, inputs, training=False):
+        return self.step_outputs(inputs, training)
+
+    def train_outputs(self, x, y=None):
         self.odc.update(all_gather(x["ids"]), all_gather(x["features"]))
-        loss = ops.mean(ops.square(self.dense(x["features"])))
-        self.track("loss", loss)
-        return loss
+        return {"loss": ops.mean(ops.square(self.dense(x["features"])))}
 
 
 def start(memory):

@@ -51,16 +51,21 @@ for a, b in zip(single_grads, mirror_grads):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 assert max(float(np.abs(g).max()) for g in single_grads) > 0
 
-# AMix under the strategy: the momentum update runs once, in cross-replica context.
+# AMix under the strategy: the momentum update (first thing in the next step,
+# in replica context) gives the same weights on every replica.
 with mirrored.scope():
     model = models.AMixClassifier(backbones.resnet(18, width=8), 3, momentum_schedule=0.5, seed=0)
     model.compile(optimizer=keras.optimizers.SGD(0.1))
-pairs_before = [k.numpy().copy() for k, _ in model._ema_pairs]
 x16 = rng.normal(size=(8, 16, 16, 3)).astype("float32")
-model.fit(tf.data.Dataset.from_tensor_slices((x16, y)).batch(8), epochs=1, verbose=0)
-for (k, q), k0 in zip(model._ema_pairs, pairs_before):
-    np.testing.assert_allclose(k.numpy(), 0.5 * k0 + 0.5 * q.numpy(), rtol=1e-5, atol=1e-6)
-assert int(model.step_counter.numpy()) == 1
+ds16 = tf.data.Dataset.from_tensor_slices((x16, y)).batch(8)
+model.fit(ds16, epochs=1, verbose=0)
+after_one = [(k.numpy().copy(), q.numpy().copy()) for k, q in model._ema_pairs]
+model.fit(ds16, epochs=1, verbose=0)
+for (k, _), (k1, q1) in zip(model._ema_pairs, after_one):
+    np.testing.assert_allclose(k.numpy(), 0.5 * k1 + 0.5 * q1, rtol=1e-5, atol=1e-6)
+    for replica_value in model.distribute_strategy.experimental_local_results(k.value):
+        np.testing.assert_array_equal(replica_value.numpy(), k.numpy())
+assert int(model.step_counter.numpy()) == 2
 print("MIRRORED-OK")
 '''
 

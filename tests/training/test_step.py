@@ -1,7 +1,7 @@
-"""`StepModel`'s training step on every backend, torch included.
+"""Models on Keras' own training step (`StepModel`), on every backend, torch included.
 
 Not marked ``training``: these run in the torch pass of scripts/test.sh too,
-so the torch branch of `StepModel.train_step` is exercised by the suite.
+so training on torch is exercised by the suite.
 """
 
 import keras
@@ -70,3 +70,25 @@ def test_amix_trains_and_updates_the_momentum_encoder(preset):
     assert any(moved(v) for v in model.mix_block.trainable_weights)
     assert any(moved(v) for v in model.momentum_backbone.weights)
     assert int(keras.ops.convert_to_numpy(model.step_counter)) == 2
+
+
+def test_sample_weights_are_refused_before_training():
+    x, y = _data()
+    model = models.MixupClassifier(_tiny_backbone(), 3)
+    model.compile(optimizer=keras.optimizers.SGD(0.5))
+    initial = model.get_weights()
+    with pytest.raises(ValueError, match="sample weights.*shape \\(8,\\)"):
+        model.fit(x, y, sample_weight=np.ones(8, "float32"), batch_size=8, verbose=0)
+    for got, want in zip(model.get_weights(), initial):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_logs_name_the_trackers_of_each_step():
+    """Training logs hold the training trackers, `val_` logs the evaluation ones."""
+    x, y = _data(size=16)
+    model = models.AMixClassifier(backbones.resnet(18, width=8), 3, seed=1, total_steps=2)
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    history = model.fit(x, y, batch_size=4, epochs=1, verbose=0, validation_data=(x, y)).history
+    assert set(history) == {
+        "loss", "loss_theta", "loss_phi", "mask_loss", "mask_std", "mask_mean_error",
+        "momentum", "top1", "val_loss", "val_top1", "val_top1_momentum"}
