@@ -33,8 +33,8 @@ BACKBONES = {
 # Flags that mean the same in every binary: name -> help. Their defaults and
 # types come from each binary's Config dataclass.
 SHARED_FLAGS = {
-    "dataset": "TFDS name, 'digits' (embedded), 'tiny_imagenet', 'fgvc_aircraft', an "
-               "image-folder path (split/class/image) or an .npz file.",
+    "dataset": "TFDS name, 'digits' or 'scattered_digits' (embedded), 'tiny_imagenet', "
+               "'fgvc_aircraft', an image-folder path (split/class/image) or an .npz file.",
     "data_dir": "Folder holding the data set (TFDS data_dir or archive).",
     "download": "Allow TFDS to download a missing data set.",
     "train_split": "Training split.",

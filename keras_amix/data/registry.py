@@ -18,6 +18,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # `tests/data/test_sources.py` recomputes them from the data.
 DIGITS_MEAN = (0.3054, 0.3054, 0.3054)
 DIGITS_STD = (0.3760, 0.3760, 0.3760)
+# The same for `scattered_digits` (each 8 x 8 digit on a black 24 x 24 canvas).
+SCATTERED_DIGITS_MEAN = (0.0339, 0.0339, 0.0339)
+SCATTERED_DIGITS_STD = (0.1579, 0.1579, 0.1579)
+SCATTERED_DIGITS_CANVAS = 24
 
 CIFAR10_CLASSES = (
     "airplane",
@@ -73,6 +77,22 @@ DATASETS = {
         channels=3,
         mean=DIGITS_MEAN,
         std=DIGITS_STD,
+        splits=("train", "test"),
+        num_examples={"train": 1437, "test": 360},
+        augment="cifar",
+        source="digits",
+    ),
+    # The digits, each pasted at a random fixed position (drawn once, seeded
+    # per split) of a black 24 x 24 canvas: two images of a pair then cover
+    # different places, the case a learned mask can do better than a blend
+    # of the two (the demo's data; BUILD_NOTES 2026-12-07).
+    "scattered_digits": DatasetInfo(
+        name="scattered_digits",
+        num_classes=10,
+        image_size=(SCATTERED_DIGITS_CANVAS, SCATTERED_DIGITS_CANVAS),
+        channels=3,
+        mean=SCATTERED_DIGITS_MEAN,
+        std=SCATTERED_DIGITS_STD,
         splits=("train", "test"),
         num_examples={"train": 1437, "test": 360},
         augment="cifar",

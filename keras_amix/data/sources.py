@@ -98,7 +98,7 @@ def load(
             )
         return _load_tfds(key, split, root, download, with_ids, shuffle_files)
     if kind == "digits":
-        images, labels = _digits_split(split)
+        images, labels = _digits_split(split, key)
         return _from_arrays(images, labels, with_ids, per_class_limit, shuffle_files)
     if kind == "npz":
         images, labels, _ = _npz_split(root, split)
@@ -336,11 +336,11 @@ def _to_rgb(image):
 # --------------------------------------------------------------------------
 
 
-def _digits_split(split):
+def _digits_split(split, key="digits"):
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    _check_split(split, registry.DATASETS["digits"].splits, "digits")
+    _check_split(split, registry.DATASETS[key].splits, key)
     digits = load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
     labels = digits.target.astype(np.int64)
@@ -349,7 +349,21 @@ def _digits_split(split):
         index, test_size=0.2, random_state=0, stratify=labels
     )
     chosen = train_index if split == "train" else test_index
-    return _as_uint8_rgb(images[chosen], "digits"), labels[chosen]
+    images, labels = images[chosen], labels[chosen]
+    if key == "scattered_digits":
+        images = _scatter(images, registry.SCATTERED_DIGITS_CANVAS,
+                          seed=0 if split == "train" else 1)
+    return _as_uint8_rgb(images, key), labels
+
+
+def _scatter(images, canvas, seed):
+    """Each (h, w) image pasted at a random position of a black canvas x canvas."""
+    n, height, width = images.shape
+    offsets = np.random.default_rng(seed).integers(0, canvas - height + 1, size=(n, 2))
+    out = np.zeros((n, canvas, canvas), images.dtype)
+    for image, big, (top, left) in zip(images, out, offsets):
+        big[top:top + height, left:left + width] = image
+    return out
 
 
 def _as_uint8_rgb(images, where):

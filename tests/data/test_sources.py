@@ -63,11 +63,36 @@ def test_digits_split_is_stratified_reproducible_and_a_partition():
     assert np.all(np.abs(train_counts - 0.8 * full_counts) <= 1)
 
 
-def test_digits_registry_statistics_match_train_split():
-    images = np.stack([x for x, _ in _collect(kd.load("digits", "train"))]) / 255.0
-    info = kd.info("digits")
+@pytest.mark.parametrize("name", ["digits", "scattered_digits"])
+def test_digits_registry_statistics_match_train_split(name):
+    images = np.stack([x for x, _ in _collect(kd.load(name, "train"))]) / 255.0
+    info = kd.info(name)
+    assert images.shape[1:3] == info.image_size
     np.testing.assert_allclose(images.mean(axis=(0, 1, 2)), info.mean, atol=1e-3)
     np.testing.assert_allclose(images.std(axis=(0, 1, 2)), info.std, atol=1e-3)
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_scattered_digits_hold_each_digit_intact_somewhere(split):
+    """Each image is its split's digit, pixel for pixel, pasted into a black canvas
+    at a position of its own (not one shared place), the same on every load."""
+    digits = _collect(kd.load("digits", split))
+    scattered = _collect(kd.load("scattered_digits", split))
+    assert len(scattered) == len(digits)
+    offsets = set()
+    for (small, label), (big, big_label) in zip(digits, scattered):
+        assert int(label) == int(big_label) and big.shape == (24, 24, 3)
+        windows = [(top, left) for top in range(17) for left in range(17)
+                   if np.array_equal(big[top:top + 8, left:left + 8], small)]
+        assert windows, "digit not found"
+        top, left = windows[0]
+        rest = big.copy()
+        rest[top:top + 8, left:left + 8] = 0
+        assert not rest.any()  # black outside the digit
+        offsets.add((top, left))
+    assert len(offsets) > 100  # spread over the canvas
+    again = _collect(kd.load("scattered_digits", split))
+    assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(scattered, again))
 
 
 def test_ids_are_stable_unique_and_survive_shuffling(folder):
