@@ -242,12 +242,11 @@ class AMixClassifier(StepModel):
     def train_outputs(self, x, y):
         self._momentum_update()
         terms = self.compute_losses(x, y)
-        terms["loss_theta"], terms["loss_phi"], terms["mask_loss"] = (
-            terms.pop("theta"), terms.pop("phi"), terms.pop("mask"))
-        terms["loss"] = terms["loss_theta"] + terms["loss_phi"] + terms["mask_loss"]
-        terms["momentum"] = self.momentum_value()
+        theta, phi, mask = terms.pop("theta"), terms.pop("phi"), terms.pop("mask")
+        outputs = dict(terms, loss=theta + phi + mask, loss_theta=theta, loss_phi=phi,
+                       mask_loss=mask, momentum=self.momentum_value())
         self.step_counter.assign_add(ops.cast(1, "int32"))
-        return terms
+        return outputs
 
     def _momentum_update(self):
         """θ_k ← m θ_k + (1 − m) θ_q for the previous step's optimizer update.
