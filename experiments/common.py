@@ -97,7 +97,7 @@ STAGE_STRIDES = {  # backbones.output_stride(backbone, stage) per stem
 }
 MIX_LOSSES = ("ce", "pbce", "ce+pbce", "bce", "ce+bce")  # models.amix.MIX_LOSSES
 TFDS_DATASETS = ("cifar10", "cifar100", "stl10", "caltech_birds2011", "imagenet2012")
-EMBEDDED_DATASETS = ("digits",)  # data.DATASETS entries with source "digits"
+EMBEDDED_DATASETS = ("digits", "scattered_digits")  # data.DATASETS entries with source "digits"
 
 
 def flag(default, help, check=None, comma_list=False):
