@@ -1,13 +1,11 @@
 """Every keras-amix model trains on Keras' own training and evaluation steps.
 
-Keras' trainers run `y_pred = self(x, training=...)`, `compute_loss`, then
+Keras' trainers run `y_pred = self(x, training=...)`, `compute_loss` and
 `compute_metrics`, and own the backend (`tf.GradientTape`, `jax.grad` of a
 stateless call, torch autograd) and the distribution strategy. Our models
 need their labels in the forward pass (to mix them), so `StepModel` hands
-Keras each batch of `fit` / `evaluate` packed as one `StepBatch(x, y)`; the
-model's `call` runs its step on it and returns `"loss"` and a value for each
-of its trackers. Plain images still get the plain forward (predict, export).
-State written in the forward pass (BatchNorm statistics, random streams,
+Keras each batch packed as one `StepBatch(x, y)`, on which the model's `call`
+runs its step. State written there (BatchNorm statistics, random streams,
 momentum copies, MoCo's queue, ODC's memory) comes back from JAX's stateless
 call as the new state; trackers are updated in `compute_loss`, where Keras
 maps the metric variables. Momentum (EMA) updates run first thing in the
@@ -20,7 +18,7 @@ import keras
 from keras import ops
 
 from keras_amix.training.backend import num_replicas
-from keras_amix.training.seed_state import SEED_STATE_KEY, SeedStateMixin  # noqa: F401
+from keras_amix.training.seed_state import SeedStateMixin
 
 
 class StepBatch(NamedTuple):
@@ -34,20 +32,18 @@ class StepModel(SeedStateMixin, keras.Model):
     """A `keras.Model` trained by Keras' own steps on a packed `StepBatch`.
 
     Subclasses implement `train_outputs(x, y)` and `test_outputs(x, y)`, each
-    returning `{"loss": scalar, tracker name: value, ...}`, register their
-    trackers in `__init__` with `self.add_tracker(metric)`, and begin `call`
-    with `if isinstance(inputs, StepBatch): return self.step_outputs(inputs,
-    training)`. `metrics` is exactly the trackers; a step's logs are the
-    trackers its outputs name.
+    returning `{"loss": scalar, tracker name: value (or (labels, logits))}`,
+    add their trackers with `self.add_tracker(metric)`, and begin `call` with
+    `if isinstance(inputs, StepBatch): return self.step_outputs(inputs,
+    training)`; plain images get the plain forward (predict, export). A
+    step's logs are the trackers its outputs name.
     """
 
-    # Constructor arguments that `get_config` stores as serialised Keras
-    # objects; `from_config` deserialises each of them that holds a dict.
+    # Constructor arguments stored as serialised Keras objects (`from_config`).
     nested_config_keys = ()
 
     def __init__(self, **kwargs):
-        # The model's own step (losses, labels, EMA) runs in float32; its
-        # layers follow the global policy (e.g. "mixed_bfloat16").
+        # The step (losses, labels, EMA) in float32; layers follow the global policy.
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self._trackers = {}
@@ -56,15 +52,12 @@ class StepModel(SeedStateMixin, keras.Model):
         """As `keras.Model.compile`; the model computes its own losses and metrics."""
         for name, value in (("loss", loss), ("metrics", metrics)):
             if value is not None:
-                raise ValueError(
-                    f"{type(self).__name__} computes its own losses and metrics; "
-                    f"compile() takes no `{name}` (received {name}={value!r})."
-                )
+                raise ValueError(f"{type(self).__name__} computes its own losses and metrics; "
+                                 f"compile() takes no `{name}` (received {name}={value!r}).")
         super().compile(optimizer=optimizer, **kwargs)
 
     def compile_from_config(self, config):
-        # Keras skips this for models that override `compile`; loading a
-        # `.keras` file must still restore the optimizer and its state.
+        # Keras skips this for overridden `compile`s; `.keras` files need it.
         self.compile(**keras.saving.deserialize_keras_object(config))
         if self.built:
             self.optimizer.build(self.trainable_variables)
@@ -87,6 +80,15 @@ class StepModel(SeedStateMixin, keras.Model):
         return list(self._trackers.values())
 
     # ------------------------------------------------------ Keras' steps
+    # Refused before Keras starts: on JAX an error in a step loses the state.
+    def fit(self, *args, sample_weight=None, class_weight=None, **kwargs):
+        _refuse_weights(self, sample_weight=sample_weight, class_weight=class_weight)
+        return super().fit(*args, **kwargs)
+
+    def evaluate(self, *args, sample_weight=None, **kwargs):
+        _refuse_weights(self, sample_weight=sample_weight)
+        return super().evaluate(*args, **kwargs)
+
     # One function for every backend: JAX's trainer passes its state first.
     def train_step(self, *args):
         *state, data = args
@@ -97,24 +99,17 @@ class StepModel(SeedStateMixin, keras.Model):
         return super().test_step(*state, (_pack(data, self),))
 
     def step_outputs(self, batch, training):
-        """What `call` returns for a `StepBatch`."""
-        if training:
-            return self.train_outputs(batch.x, batch.y)
-        return self.test_outputs(batch.x, batch.y)
-
-    def train_outputs(self, x, y):
-        raise NotImplementedError(f"{type(self).__name__} must implement train_outputs(x, y).")
-
-    def test_outputs(self, x, y):
-        raise NotImplementedError(f"{type(self).__name__} must implement test_outputs(x, y).")
+        """What `call` returns for a `StepBatch`: the subclass's `train_outputs(x, y)`
+        or `test_outputs(x, y)`."""
+        outputs = self.train_outputs if training else self.test_outputs
+        return outputs(batch.x, batch.y)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         for name, value in y_pred.items():
             if name in self._trackers:
                 value = value if isinstance(value, tuple) else (value,)
                 self._trackers[name].update_state(*value)
-        # Keras sums the replicas' gradients: the per-replica mean loss is
-        # divided by their count (its compiled-loss path does the same).
+        # Divided by the replica count: Keras sums the replicas' gradients.
         return y_pred["loss"] / num_replicas()
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
@@ -123,10 +118,15 @@ class StepModel(SeedStateMixin, keras.Model):
 
 def _pack(data, model):
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    if sample_weight is not None:
-        raise ValueError(f"{type(model).__name__} takes no sample weights; received a "
-                         f"sample_weight of shape {tuple(sample_weight.shape)}.")
+    _refuse_weights(model, sample_weight=sample_weight)  # a data set yielding weights
     return StepBatch(x, y)
+
+
+def _refuse_weights(model, **weights):
+    for name, value in weights.items():
+        if value is not None:
+            raise ValueError(f"{type(model).__name__} takes no sample or class weights; "
+                             f"received {name} {getattr(value, 'shape', value)!r}.")
 
 
 def ema_update(targets, sources, momentum):

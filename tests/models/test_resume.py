@@ -14,7 +14,8 @@ from keras_amix import backbones
 from keras_amix.models.amix import AMixClassifier
 from keras_amix.models.classifier import MixupClassifier
 from keras_amix.models.moco import MoCoV2
-from keras_amix.training.step import SEED_STATE_KEY, StepModel
+from keras_amix.training.seed_state import SEED_STATE_KEY
+from keras_amix.training.step import StepModel
 
 BACKEND = keras.backend.backend()
 STEPS = 2  # k: steps per epoch; the uninterrupted run trains 2 epochs

@@ -72,15 +72,29 @@ def test_amix_trains_and_updates_the_momentum_encoder(preset):
     assert int(keras.ops.convert_to_numpy(model.step_counter)) == 2
 
 
-def test_sample_weights_are_refused_before_training():
+def test_sample_and_class_weights_are_refused_before_training():
     x, y = _data()
     model = models.MixupClassifier(_tiny_backbone(), 3)
     model.compile(optimizer=keras.optimizers.SGD(0.5))
     initial = model.get_weights()
-    with pytest.raises(ValueError, match="sample weights.*shape \\(8,\\)"):
+    with pytest.raises(ValueError, match=r"no sample or class weights.*sample_weight \(8,\)"):
         model.fit(x, y, sample_weight=np.ones(8, "float32"), batch_size=8, verbose=0)
+    with pytest.raises(ValueError, match=r"class_weight \{0: 2.0\}"):
+        model.fit(x, y, class_weight={0: 2.0}, batch_size=8, verbose=0)
+    with pytest.raises(ValueError, match="sample_weight"):
+        model.evaluate(x, y, sample_weight=np.ones(8, "float32"), verbose=0)
     for got, want in zip(model.get_weights(), initial):
         np.testing.assert_array_equal(got, want)
+    model.fit(x, y, batch_size=8, verbose=0)  # still trains
+
+
+def test_a_batch_with_weights_is_refused_by_the_steps():
+    """A data set that yields (x, y, sample_weight): refused in the step itself."""
+    x, y = _data()
+    model = models.MixupClassifier(_tiny_backbone(), 3)
+    for step in (model.train_step, model.test_step):
+        with pytest.raises(ValueError, match=r"sample_weight \(8,\)"):
+            step((x, y, np.ones(8, "float32")))
 
 
 def test_logs_name_the_trackers_of_each_step():
