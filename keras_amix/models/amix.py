@@ -258,7 +258,7 @@ class AMixClassifier(StepModel):
         """
         step = self.step_counter
         momentum = ops.where(step > 0, self.momentum_value(ops.maximum(step - 1, 0)), 1.0)
-        ema_update([k for k, _ in self._ema_pairs], [q for _, q in self._ema_pairs], momentum)
+        ema_update(self._ema_pairs, momentum)
 
     def compute_losses(self, x, y):
         """The three loss terms of one step and what the step reports, as a dict.

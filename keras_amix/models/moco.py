@@ -277,8 +277,7 @@ class MoCoV2(StepModel):
         that follows step t runs at the start of step t + 1 (before the first
         step θ_k = θ_q, and the update changes nothing but rounding).
         """
-        ema_update([k for k, _ in self._ema_pairs], [q for _, q in self._ema_pairs],
-                   self.momentum)
+        ema_update(self._ema_pairs, self.momentum)
 
     # ---------------------------------------------------------- clusters
     def _check_ids(self, x):

@@ -129,8 +129,8 @@ def _refuse_weights(model, **weights):
                              f"received {name} {getattr(value, 'shape', value)!r}.")
 
 
-def ema_update(targets, sources, momentum):
-    """`t <- m * t + (1 - m) * s` for matching lists of variables (no gradient to `s`)."""
-    for target, source in zip(targets, sources):
+def ema_update(pairs, momentum):
+    """`t <- m * t + (1 - m) * s` for each `(t, s)` pair of variables (no gradient to `s`)."""
+    for target, source in pairs:
         source = ops.stop_gradient(ops.cast(source, target.dtype))
         target.assign(momentum * target + (1.0 - momentum) * source)
