@@ -116,6 +116,10 @@ class Config:
     momentum_full_forward: bool = common.flag(
         False, "AutoMix/AMix: the momentum encoder's whole forward runs on the clean batch "
         "each step (official code); false: only up to --feature_stage.")
+    phi_lam_adjust: bool = common.flag(
+        False, "AutoMix/AMix: lambda adjusting on the Mix Block's own mask too (with its "
+        "gradient), so its mixup loss sees a mask of mean lambda (a package option, not in "
+        "the paper; BUILD_NOTES 2026-12-07).")
     phi_lr: float = common.flag(None, "Separate learning rate of the Mix Block (cosine); "
                                 "unset: the encoder's optimizer.",
                                 common.number(0, low_open=True, optional=True))
@@ -192,7 +196,7 @@ CONFIG_FLAGS = [f.name for f in dataclasses.fields(Config)]
 # Flags only AutoMix / AMix read.
 LEARNED_FLAGS = ("export_encoder", "settings", "mix_loss", "feature_stage", "momentum_base",
                  "momentum_final", "momentum_horizon", "separate_mix_head",
-                 "momentum_full_forward", "phi_lr", "phi_min_lr", "mix_block",
+                 "momentum_full_forward", "phi_lam_adjust", "phi_lr", "phi_min_lr", "mix_block",
                  "mask_summary_every")
 
 
@@ -359,7 +363,8 @@ def build_model(cfg, num_classes, total_steps=None):
                 base=cfg.momentum_base, final=final,
                 horizon_fraction=cfg.momentum_horizon or None),
             total_steps=total_steps, separate_mix_head=cfg.separate_mix_head,
-            momentum_full_forward=cfg.momentum_full_forward, seed=cfg.seed,
+            momentum_full_forward=cfg.momentum_full_forward,
+            phi_lam_adjust=cfg.phi_lam_adjust, seed=cfg.seed,
         )
     return models.MixupClassifier(
         backbone, num_classes, mixer=cfg.method,

@@ -5,7 +5,7 @@ from keras import ops
 
 from keras_amix import backbones as backbones_lib
 from keras_amix import losses as losses_lib
-from keras_amix.layers import MixBlock, mask_statistics
+from keras_amix.layers import MixBlock, adjust_lambda, mask_statistics
 from keras_amix.mixers.primitives import mix_images, mix_labels, sample_lambda
 from keras_amix.mixers.primitives import sample_permutation
 from keras_amix.training.schedules import MomentumSchedule
@@ -68,6 +68,13 @@ class AMixClassifier(StepModel):
             runs its whole forward on the clean batch every step (its
             BatchNorm statistics after the Mix Block's stage see clean
             images too); False: it runs only up to `feature_stage`.
+        phi_lam_adjust: False (the paper and the official code): φ mixes its
+            images with the raw mask. True (this package's option, BUILD_NOTES
+            2026-12-07): λ adjusting (DESIGN §4) is applied to φ's mask too,
+            *with* its gradient, before the φ-mixed images are made, so φ's
+            mixup loss always sees a mask of mean λ and only the mask's shape
+            is left to learn; the mask loss and `mask_std` stay on the raw
+            mask. It helps the Mix Block leave its flat start on short runs.
         seed: int seed of λ and the pairings.
 
     Call arguments:
@@ -96,7 +103,7 @@ class AMixClassifier(StepModel):
                  alpha=2.0, feature_stage="stage3", mix_loss="ce",
                  momentum_schedule=None, total_steps=None, clean_loss_weight=1.0,
                  bce_temperature=0.2, separate_mix_head=False, momentum_full_forward=False,
-                 seed=None, **kwargs):
+                 phi_lam_adjust=False, seed=None, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"`num_classes` must be an integer >= 2; received {num_classes!r}.")
@@ -122,6 +129,7 @@ class AMixClassifier(StepModel):
         self.bce_temperature = float(bce_temperature)
         self.separate_mix_head = bool(separate_mix_head)
         self.momentum_full_forward = bool(momentum_full_forward)
+        self.phi_lam_adjust = bool(phi_lam_adjust)
         self.seed = seed
         if momentum_schedule is None:
             momentum_schedule = MomentumSchedule()
@@ -308,7 +316,8 @@ class AMixClassifier(StepModel):
         )
 
         # φ: the mixup loss of the frozen momentum encoder + the mask loss.
-        x_phi = mix_images(x, ops.take(x, perm_phi, axis=0), mask_phi)
+        mask_mix = adjust_lambda(mask_phi, lam_phi) if self.phi_lam_adjust else mask_phi
+        x_phi = mix_images(x, ops.take(x, perm_phi, axis=0), mask_mix)
         loss_phi = self._mix_block_loss(x_phi, y, z_end, perm_phi, lam_phi)
 
         stats = mask_statistics(mask_phi)
@@ -376,6 +385,7 @@ class AMixClassifier(StepModel):
             bce_temperature=self.bce_temperature,
             separate_mix_head=self.separate_mix_head,
             momentum_full_forward=self.momentum_full_forward,
+            phi_lam_adjust=self.phi_lam_adjust,
             seed=self.seed,
         )
         return config

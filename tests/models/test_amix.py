@@ -78,12 +78,14 @@ def test_ema_update_is_exact():
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="uses tf.GradientTape")
-def test_gradient_routing():
-    """θ's loss reaches only θ; φ's losses reach only the Mix Block."""
+@pytest.mark.parametrize("phi_lam_adjust", [False, True])
+def test_gradient_routing(phi_lam_adjust):
+    """θ's loss reaches only θ; φ's losses reach only the Mix Block (also
+    through the λ adjusting of φ's mask)."""
     import tensorflow as tf
 
     x, y = _data(n=4)
-    model = _model("amix")
+    model = _model("amix", phi_lam_adjust=phi_lam_adjust)
     model.mix_block.gamma_weight.assign(0.5) if hasattr(model.mix_block, "gamma_weight") else None
     block = _var_ids(model.mix_block.trainable_weights)
     encoder = _var_ids(model.backbone.trainable_weights + model.head.trainable_weights
@@ -169,6 +171,48 @@ def test_momentum_full_forward_updates_last_stage_statistics_on_clean_images():
     for flag in (True, False):  # either way the φ forward on mixed images updates them
         assert all(not np.allclose(a, b) for a, b in zip(results[flag], fresh))
     assert all(not np.allclose(a, b) for a, b in zip(results[True], results[False]))
+
+
+@pytest.mark.parametrize("phi_lam_adjust", [False, True])
+def test_phi_lam_adjust_gives_phi_images_of_mask_mean_lambda(phi_lam_adjust):
+    """φ's images are x·s + x_perm·(1 − s): with images of one constant value
+    each, s is read back from them. With `phi_lam_adjust` its mean per image
+    is exactly λ_φ; without it, it is the raw mask the Mix Block returned."""
+    n, size = 4, 16
+    x = np.broadcast_to(np.arange(1, n + 1, dtype="float32")[:, None, None, None],
+                        (n, size, size, 3)).copy()
+    _, y = _data(n=n, size=size)
+    model = _model("amix", phi_lam_adjust=phi_lam_adjust)
+    assert model.get_config()["phi_lam_adjust"] is phi_lam_adjust
+    seen = {}
+
+    def capture(x_phi, y, z_end, perm, lam):
+        seen.update(x_phi=_np(x_phi), perm=_np(perm), lam=float(_np(lam)))
+        return keras.ops.zeros(())
+
+    raw = {}
+    mask_and_loss = model.mix_block.mask_and_loss
+
+    def capture_raw(*args, **kwargs):
+        mask, loss = mask_and_loss(*args, **kwargs)
+        raw["mask"] = _np(mask)
+        return mask, loss
+
+    model._mix_block_loss = capture
+    model.mix_block.mask_and_loss = capture_raw
+    model.compute_losses(keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y))
+    a = x[:, :, :, :1]
+    b = x[seen["perm"]][:, :, :, :1]
+    moved = a[:, 0, 0, 0] != b[:, 0, 0, 0]  # a sample paired with itself shows no mask
+    assert moved.any()
+    mask = (seen["x_phi"][:, :, :, :1] - b) / np.where(a == b, 1.0, a - b)
+    means = mask[moved].mean(axis=(1, 2, 3))
+    raw_means = raw["mask"][moved].mean(axis=(1, 2, 3))
+    if phi_lam_adjust:
+        np.testing.assert_allclose(means, seen["lam"], atol=1e-4)
+        assert np.abs(raw_means - seen["lam"]).max() > 1e-3  # the raw mask was not at λ
+    else:
+        np.testing.assert_allclose(mask[moved], raw["mask"][moved], atol=1e-4)
 
 
 def test_old_config_without_heads_keys_loads_as_one_head():
