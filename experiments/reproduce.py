@@ -89,13 +89,18 @@ SUITES = {
         jobs=2,
         description="every method, 1 tiny epoch (CI: about 300 CPU-s, 2 runs at a time)"),
     "cifar10-5k": Suite(
-        # The last two rows: each learned method with the other momentum schedule than
+        # After the methods: each learned method with the other momentum schedule than
         # its default (AMix: the short-run rule; AutoMix: as written, 0.999 -> 1). The
         # rule makes the momentum encoder useful early but delays AMix's escape from its
         # flat start and saturates AutoMix's masks (BUILD_NOTES 2026-12-02, 2026-12-03).
+        # Last, AMix with the two package options that keep the demo's masks structured
+        # (φ's λ adjusting, a 5x variance term; BUILD_NOTES 2026-12-07), to see what they
+        # do at this budget before either becomes a default.
         rows=_methods("vanilla", *_STATIC, "automix", "amix") + (
             Row("automix[rule]", ("--method=automix", "--momentum_horizon=0.02")),
-            Row("amix[m=0.999]", ("--method=amix", "--momentum_horizon=0"))),
+            Row("amix[m=0.999]", ("--method=amix", "--momentum_horizon=0")),
+            Row("amix[phi-adjust,var=10]", ("--method=amix", "--phi_lam_adjust",
+                                            "--mix_block=var_weight=10"))),
         flags=("--preset=cpu_cifar10",), needs_data=True,
         description="DESIGN §12 budget: CIFAR-10 JPEG copy, 500 images per class, 100 epochs"),
     "ablation-mb": Suite(

@@ -800,12 +800,14 @@ class MixBlock(keras.layers.Layer):
         mask = self(features_a, features_b, lam, image_size=image_size, training=training)
         return self._mask_for_encoder(mask, lam)
 
-    def mask_panels(self, features, images, lams, perm):
+    def mask_panels(self, features, images, lams, perm, adjust=False):
         """The masks and mixed images of pairs (i, perm[i]) in inference mode.
 
         `features` are the stage features of `images` (as the model's
         momentum or key encoder gives them); for each λ of `lams` the mask
         s_λ (weight of image i) and x = s_λ·x_i + (1 − s_λ)·x_perm(i).
+        `adjust=True` draws the masks after λ adjusting (mean λ per image),
+        as a model that always adjusts them mixes with them.
         Returns float32 numpy arrays (L, B, H, W, 1) and (L, B, H, W, C).
         """
         from keras_amix.mixers.primitives import mix_images
@@ -818,6 +820,8 @@ class MixBlock(keras.layers.Layer):
         masks, mixed = [], []
         for lam in lams:
             mask = self(features, features_b, lam, image_size=image_size, training=False)
+            if adjust:
+                mask = adjust_lambda(mask, lam)
             masks.append(ops.convert_to_numpy(mask).astype("float32"))
             mixed.append(ops.convert_to_numpy(mix_images(images, images_b, mask)))
         return np.stack(masks), np.stack(mixed).astype("float32")

@@ -360,14 +360,16 @@ class AMixClassifier(StepModel):
     def mask_panels(self, images, lams=(0.3, 0.5, 0.7), perm=None):
         """The Mix Block's masks and mixed images of the pairs (i, perm[i]) at
         each λ, in inference mode, from the momentum encoder's stage features (paper
-        Fig. 4). Returns numpy (L, B, H, W, 1) masks and (L, B, H, W, C) images.
+        Fig. 4); with `phi_lam_adjust` after λ adjusting, as φ (and θ under
+        the "amix" preset) then mixes with them. Returns numpy (L, B, H, W, 1)
+        masks and (L, B, H, W, C) images.
         """
         import numpy as np
 
         perm = np.roll(np.arange(len(images)), -1) if perm is None else perm
         z = backbones_lib.run_stages(self.momentum_backbone, ops.convert_to_tensor(images),
                                      stop=self.feature_stage, training=False)
-        return self.mix_block.mask_panels(z, images, lams, perm)
+        return self.mix_block.mask_panels(z, images, lams, perm, adjust=self.phi_lam_adjust)
 
     # ------------------------------------------------------ serialisation
     def get_config(self):

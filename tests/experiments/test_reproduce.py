@@ -25,13 +25,24 @@ def test_plan_is_every_row_and_seed(tmp_path):
     assert [r.seed for r in runs[:3]] == [0, 1, 2]
 
 
-def test_every_suite_row_is_a_valid_binary_method():
+def test_every_suite_row_is_a_valid_binary_method(tmp_path, resolve_supervised):
     from experiments import train_supervised
 
-    for suite in reproduce.SUITES.values():
-        for row in suite.rows:
+    for name, suite in reproduce.SUITES.items():
+        for run in reproduce.plan(suite, 1, str(tmp_path / name)):
+            row = run.row
             methods = [f.split("=", 1)[1] for f in row.flags if f.startswith("--method=")]
             assert len(methods) == 1 and methods[0] in train_supervised.METHODS, row
+            # The binary accepts the row's whole command line (its flags are resolved
+            # and checked without training).
+            data = "/tmp/data" if suite.needs_data else None
+            cfg = resolve_supervised(reproduce.command(suite, run, data=data)[3:])
+            assert cfg.method == methods[0]
+            if row.learnable:  # the Mix Block switches, as the binary's main checks them
+                train_supervised.mix_block_switches(cfg)
+    amix = reproduce.SUITES["cifar10-5k"].rows[-1]
+    cfg = resolve_supervised([*amix.flags, "--preset=cpu_cifar10"])
+    assert cfg.phi_lam_adjust and "var_weight=10" in cfg.mix_block
 
 
 def test_smoke_suite_covers_every_supervised_method():

@@ -214,3 +214,17 @@ def test_smoke_shrinks_what_the_command_line_did_not_set(resolve_supervised):
     assert cfg.warmup_epochs == 0  # a warm-up shorter than the 1-epoch run
     cfg = resolve_supervised(["--smoke", "--epochs=3", "--warmup_epochs=2"])
     assert (cfg.epochs, cfg.warmup_epochs) == (3, 2)
+
+
+def test_readme_demo_flags_resolve(resolve_supervised):
+    """README command (a)'s flags (scripts/demo.sh) are what the binary accepts:
+    AMix on the embedded scattered digits with the two short-budget options."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(root, "scripts", "demo.sh")) as f:
+        script = f.read().replace("\\\n", " ")
+    line = next(line for line in script.splitlines() if "experiments.train_supervised" in line)
+    argv = line.split("experiments.train_supervised", 1)[1].replace('"$@"', "").split()
+    cfg = resolve_supervised(argv)
+    assert (cfg.method, cfg.dataset, cfg.image_size) == ("amix", "scattered_digits", 24)
+    assert cfg.phi_lam_adjust and cfg.separate_mix_head and cfg.momentum_full_forward
+    assert ts.mix_block_switches(cfg) == {"var_weight": 10.0}

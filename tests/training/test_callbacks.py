@@ -44,11 +44,11 @@ class _FakeBlock:
     mask_panels = MixBlock.mask_panels
 
 
-def _fake_model(mask_fn, feature_stage="stage2"):
+def _fake_model(mask_fn, feature_stage="stage2", phi_lam_adjust=False):
     """A stand-in AMixClassifier: its own `mask_panels` over a fake Mix Block."""
     backbone = backbones.resnet(18, width=8, input_shape=(SIZE, SIZE, 3))
     model = types.SimpleNamespace(mix_block=_FakeBlock(mask_fn), momentum_backbone=backbone,
-                                  feature_stage=feature_stage)
+                                  feature_stage=feature_stage, phi_lam_adjust=phi_lam_adjust)
     model.mask_panels = functools.partial(models.AMixClassifier.mask_panels, model)
     return model
 
@@ -106,6 +106,28 @@ def test_constant_mask_gives_a_source_image(value, source):
                                       cb.grid_tile(grid, row, 0 if source == "a" else 1,
                                                    (SIZE, SIZE)))
         assert np.all(cb.grid_tile(grid, row, 2, (SIZE, SIZE)) == int(255 * value))
+
+
+def test_model_that_adjusts_phi_masks_draws_them_adjusted():
+    """A mask with 0.9 on the left half and 0.1 on the right (mean 0.5), drawn
+    at λ = 0.3 after λ adjusting: s·0.3/0.5 = 0.54 and 0.06 (mean 0.3); at
+    λ = 0.7: 1 − (1 − s)·0.3/0.5 = 0.94 and 0.46 (mean 0.7)."""
+    def halves(z_a, z_b, lam, image_size):
+        mask = np.full((z_a.shape[0], *image_size, 1), 0.1, "float32")
+        mask[:, :, : image_size[1] // 2] = 0.9
+        return mask
+
+    x = _images(3)
+    perm = np.array([2, 0, 1])
+    masks, mixed, _ = cb.mix_panels(_fake_model(halves, phi_lam_adjust=True), x,
+                                    lams=(0.3, 0.7), perm=perm)
+    half = SIZE // 2
+    for i, (left, right) in enumerate(((0.54, 0.06), (0.94, 0.46))):
+        np.testing.assert_allclose(masks[i, :, :, :half], left, atol=1e-6)
+        np.testing.assert_allclose(masks[i, :, :, half:], right, atol=1e-6)
+    np.testing.assert_allclose(mixed, masks * x + (1 - masks) * x[perm], rtol=1e-6, atol=1e-6)
+    raw, _, _ = cb.mix_panels(_fake_model(halves), x, lams=(0.3,), perm=perm)
+    np.testing.assert_allclose(raw[0, :, :, :half], 0.9, atol=1e-6)  # without: the raw mask
 
 
 def test_half_mask_by_hand():
