@@ -604,6 +604,17 @@ def array_split(cfg, splits, name, flag, per_class=None, max_examples=None):
     if per_class is not None:
         keep = arrays.first_per_class(labels, per_class)
     keep = keep[:max_examples]
+    if max_examples is not None:
+        # A file ordered by class (as the package's own .npz writer keeps the
+        # folder order) truncates to a few classes: refuse it before training.
+        kept, present = len(np.unique(labels[keep])), len(np.unique(labels))
+        if kept < min(present, max_examples):
+            limit = "max_train_examples" if flag == "train_split" else "max_test_examples"
+            per_class_flag = "per_class_limit" if flag == "train_split" else "test_per_class_limit"
+            raise ValueError(
+                f"`--{limit}`={max_examples} keeps {kept} of the {present} classes of split "
+                f"{name!r} of {cfg.dataset!r} (its examples are ordered by class); use "
+                f"--{per_class_flag} for a class-balanced subset.")
     return images[keep], labels[keep]
 
 

@@ -135,6 +135,28 @@ def test_selfsup_trains_without_tensorflow(npz, tmp_path):
     assert not os.path.exists(tmp_path / "other")
 
 
+def test_truncating_a_split_ordered_by_class_is_refused(tmp_path):
+    """`--max_train_examples` / `--max_test_examples` take the first examples:
+    on a file ordered by class that is a few classes, refused with the flag to
+    use instead; a class-balanced limit first makes the same truncation fine."""
+    path = str(tmp_path / "sorted.npz")
+    images = np.zeros((40, 8, 8, 3), np.uint8)
+    np.savez(path, x_train=images, y_train=np.repeat(np.arange(4), 10),
+             x_test=images[:12], y_test=np.repeat(np.arange(4), 3))
+    splits, _ = arrays.load_npz(path)
+    cfg = _cfg(dataset=path, input="numpy")
+    with pytest.raises(ValueError, match=r"--max_train_examples`=16 keeps 2 of the 4 classes"
+                                         r".*--per_class_limit"):
+        common.array_split(cfg, splits, "train", "train_split", None, 16)
+    with pytest.raises(ValueError, match=r"--max_test_examples`=6 keeps 2 of the 4.*"
+                                         r"--test_per_class_limit"):
+        common.array_split(cfg, splits, "test", "test_split", None, 6)
+    _, labels = common.array_split(cfg, splits, "train", "train_split", 4, 16)
+    assert np.bincount(labels).tolist() == [4, 4, 4, 4]
+    _, labels = common.array_split(cfg, splits, "train", "train_split", None, 40)  # all of it
+    assert len(labels) == 40
+
+
 def test_selfsup_two_view_arrays_follow_the_flags(npz):
     """`train_dataset` of an .npz with `--input=numpy`: TwoViewBatches with the
     class limit, ids for the ODC methods, and the centre-crop first pass."""
