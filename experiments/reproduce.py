@@ -164,6 +164,15 @@ def plan(suite, seeds, workdir):
             for row in suite.rows for seed in range(seeds)]
 
 
+def launch_order(runs):
+    """The order runs start in: seed by seed, so a suite stopped part-way (a CPU
+    run continued over days with `--resume`) holds whole tables of its first
+    seeds rather than every seed of its first rows; within a seed the AutoMix /
+    AMix runs (the longest, 2-3x vanilla) first, so the short runs fill every
+    slot at the end."""
+    return sorted(runs, key=lambda run: (run.seed, not run.row.learnable))
+
+
 def _slug(label):
     return "".join(c if c.isalnum() or c in "-_.+=" else "_" for c in label)
 
@@ -386,9 +395,7 @@ def run_suite(suite_name, seeds=1, jobs=None, resume=False, workdir=None, data=N
         raise ValueError(f"{workdir!r} already holds runs of this suite: pass `--resume` to "
                          "continue it, or choose another `--suite_workdir`.")
     os.makedirs(workdir, exist_ok=True)
-    # The AutoMix/AMix runs take longest (about twice vanilla): started first, they
-    # leave the short runs to fill every slot at the end. Results keep the table order.
-    order = sorted(runs, key=lambda run: not run.row.learnable)
+    order = launch_order(runs)  # results keep the table order
     pending = [run for run in order if not run.finished()]
     running, failed, completed = [], [], 0
     t0 = time.time()

@@ -191,6 +191,14 @@ class _FakeTrainer:
         return self.returncode
 
 
+def test_runs_start_seed_by_seed_learned_rows_first():
+    suite = reproduce.Suite(rows=reproduce._methods("vanilla", "mixup", "amix"))
+    runs = reproduce.plan(suite, seeds=2, workdir="w")
+    assert [(r.row.label, r.seed) for r in runs][:2] == [("vanilla", 0), ("vanilla", 1)]
+    assert [(r.row.label, r.seed) for r in reproduce.launch_order(runs)] == [
+        ("amix", 0), ("vanilla", 0), ("mixup", 0), ("amix", 1), ("vanilla", 1), ("mixup", 1)]
+
+
 def test_runner_keeps_jobs_busy_reports_failures_and_resumes(tmp_path, monkeypatch):
     import io
 
