@@ -451,11 +451,13 @@ def make_strategy(name):
 
 
 def load_split(cfg, info, split, per_class=None, max_examples=None, count=True,
-               with_ids=False):
+               with_ids=False, flag="train_split"):
     """(raw dataset, number of examples or None) of one split of `cfg.dataset`.
 
     `per_class` keeps the first N images of each class (class-balanced);
     TFDS sources, which cannot filter by class, take N x classes instead.
+    Then `max_examples` keeps the first N (refused, naming the flag of
+    `flag`'s split, where that leaves out classes: see `check_truncation`).
     `with_ids` yields `(image, label, id)` with ids 0..n-1 over the examples
     kept (what a memory bank over the training set indexes).
     """
@@ -467,6 +469,9 @@ def load_split(cfg, info, split, per_class=None, max_examples=None, count=True,
             max_examples = max_examples or per_class * info.num_classes
         else:
             kwargs["per_class_limit"] = per_class
+    if max_examples and info.source != "tfds":
+        labels = data_lib.split_labels(cfg.dataset, split, data_dir=cfg.data_dir, **kwargs)
+        check_truncation(cfg, labels, max_examples, split, flag)
     ds = data_lib.load(cfg.dataset, split, data_dir=cfg.data_dir, download=cfg.download,
                        **kwargs)
     if max_examples:
@@ -571,7 +576,7 @@ def datasets(cfg, num_classes=None, initial_epoch=0):
     train_raw, n_train = load_split(cfg, info, cfg.train_split, cfg.per_class_limit,
                                     cfg.max_train_examples)
     test_raw, _ = load_split(cfg, info, cfg.test_split, cfg.test_per_class_limit,
-                             cfg.max_test_examples, count=False)
+                             cfg.max_test_examples, count=False, flag="test_split")
     common = dict(
         batch_size=cfg.batch_size,
         num_classes=num_classes or info.num_classes,
@@ -603,19 +608,36 @@ def array_split(cfg, splits, name, flag, per_class=None, max_examples=None):
     keep = np.arange(len(labels))
     if per_class is not None:
         keep = arrays.first_per_class(labels, per_class)
+    check_truncation(cfg, labels[keep], max_examples, name, flag)
     keep = keep[:max_examples]
-    if max_examples is not None:
-        # A file ordered by class (as the package's own .npz writer keeps the
-        # folder order) truncates to a few classes: refuse it before training.
-        kept, present = len(np.unique(labels[keep])), len(np.unique(labels))
-        if kept < min(present, max_examples):
-            limit = "max_train_examples" if flag == "train_split" else "max_test_examples"
-            per_class_flag = "per_class_limit" if flag == "train_split" else "test_per_class_limit"
-            raise ValueError(
-                f"`--{limit}`={max_examples} keeps {kept} of the {present} classes of split "
-                f"{name!r} of {cfg.dataset!r} (its examples are ordered by class); use "
-                f"--{per_class_flag} for a class-balanced subset.")
     return images[keep], labels[keep]
+
+
+def check_truncation(cfg, labels, max_examples, split, flag):
+    """Refuses a `--max_*_examples` that keeps fewer classes than it could.
+
+    `labels` are the split's in loading order, before the truncation. Folders
+    list (and the package's .npz writer keeps) their images class by class, so
+    the first N examples may be a class or two: a run on them scores well on
+    nothing. Refused where the split is grouped by class (each class one
+    block) and the first N leave classes out; a shuffled split's first N are a
+    random subset, kept. The ValueError names the class-balanced flag.
+    """
+    import numpy as np
+
+    if not max_examples or labels is None or len(labels) <= max_examples:
+        return
+    labels = np.asarray(labels)
+    present = len(np.unique(labels))
+    grouped = int(np.count_nonzero(labels[1:] != labels[:-1])) == present - 1
+    kept = len(np.unique(labels[:max_examples]))
+    if grouped and kept < min(present, max_examples):
+        limit = "max_train_examples" if flag == "train_split" else "max_test_examples"
+        per_class_flag = "per_class_limit" if flag == "train_split" else "test_per_class_limit"
+        raise ValueError(
+            f"`--{limit}`={max_examples} keeps {kept} of the {present} classes of split "
+            f"{split!r} of {cfg.dataset!r} (its examples are ordered by class); use "
+            f"--{per_class_flag} for a class-balanced subset.")
 
 
 def _array_datasets(cfg, num_classes, initial_epoch):

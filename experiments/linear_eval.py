@@ -383,7 +383,7 @@ def evaluate(cfg, workdir):
         train_raw, n_train = common.load_split(cfg, info, cfg.train_split, cfg.per_class_limit,
                                                cfg.max_train_examples)
         test_raw, _ = common.load_split(cfg, info, cfg.test_split, cfg.test_per_class_limit,
-                                        cfg.max_test_examples, count=False)
+                                        cfg.max_test_examples, count=False, flag="test_split")
     stats = (dict(mean=None, std=None) if encoder.normalizes_inputs
              else dict(mean=info.mean, std=info.std))
     steps = max(1, -(-n_train // cfg.batch_size))

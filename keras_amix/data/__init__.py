@@ -11,6 +11,8 @@ Public API:
         image files with a ValueError naming them; skip_corrupt=True drops
         the files instead and logs their count)
     info(name_or_path, data_dir=None) -> DatasetInfo
+    split_labels(name_or_path, split, *, data_dir=None, per_class_limit=None)
+        -> int64 labels in `load`'s order, no image decoded (None for TFDS)
     DATASETS: dict name -> DatasetInfo
     pipeline(ds, *, batch_size, num_classes, training, ...) -> tf.data.Dataset
     two_view_pipeline(ds, *, batch_size, image_size, mean, std, ...) -> tf.data.Dataset
@@ -54,12 +56,13 @@ if importlib.util.find_spec("tensorflow") is not None:
     from keras_amix.data.random_resized_crop import random_resized_crop
     from keras_amix.data.sources import info
     from keras_amix.data.sources import load
+    from keras_amix.data.sources import split_labels
 else:
     _NEEDS_TENSORFLOW = (
         "augment_two_views", "blur_kernel_size", "color_jitter", "gaussian_blur",
         "grayscale", "moco_v2_view", "normalize", "random_flip", "random_gaussian_blur",
         "random_grayscale", "reflect_pad_crop", "pipeline", "two_view_pipeline",
-        "RandomResizedCrop", "random_resized_crop", "info", "load",
+        "RandomResizedCrop", "random_resized_crop", "info", "load", "split_labels",
     )
 
     def __getattr__(name):

@@ -117,6 +117,34 @@ def load(
     return _from_files(paths, labels, with_ids, shuffle_files)
 
 
+def split_labels(name_or_path, split, *, data_dir=None, per_class_limit=None):
+    """The labels of one split in the order `load` yields them (after
+    `per_class_limit`), read without decoding an image: what a check on a
+    truncation needs (`max_examples` of a split ordered by class keeps few
+    classes). None for TFDS datasets, whose labels live in the records.
+
+    Example:
+
+    ```python
+    labels = keras_amix.data.split_labels("digits", "train", per_class_limit=5)
+    ```
+    """
+    _check_per_class_limit(per_class_limit)
+    kind, key, root = _resolve(name_or_path, data_dir)
+    if kind == "tfds":
+        return None
+    if kind == "digits":
+        _, labels = _digits_split(split, key)
+    elif kind == "npz":
+        _, labels, _ = _npz_split(root, split)
+    else:
+        listing = _list_files(kind, root)
+        _check_split(split, tuple(listing["splits"]), str(name_or_path))
+        _, labels = listing["splits"][split]
+    labels = np.asarray(labels, dtype=np.int64)
+    return labels[_limit_indices(labels, per_class_limit)]
+
+
 def info(name_or_path, data_dir=None):
     """Returns the `DatasetInfo` of a registry name, folder or `.npz` file.
 

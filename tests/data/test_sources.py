@@ -129,6 +129,25 @@ def test_image_folder_labels_sorted_grey_expanded_and_limit(folder):
     assert info.mean == registry.IMAGENET_MEAN
 
 
+def test_split_labels_are_loads_labels_without_decoding(folder, tmp_path, monkeypatch):
+    """`split_labels` gives the labels `load` yields, in its order, for every
+    source that knows them before decoding; None for TFDS."""
+    for limit in (None, 2):
+        loaded = [int(y) for _, y in _collect(kd.load(folder, "train", per_class_limit=limit))]
+        assert kd.split_labels(folder, "train", per_class_limit=limit).tolist() == loaded
+    assert kd.split_labels(folder, "train").tolist() == [0, 0, 0, 0, 1, 1, 1]
+    path = str(tmp_path / "a.npz")
+    np.savez(path, x_train=np.zeros((5, 4, 4, 3), np.uint8), y_train=[2, 0, 2, 1, 0])
+    assert kd.split_labels(path, "train", per_class_limit=1).tolist() == [2, 0, 1]
+    digits = [int(y) for _, y in _collect(kd.load("digits", "test"))]
+    assert kd.split_labels("digits", "test").tolist() == digits
+    assert kd.split_labels("cifar10", "train", data_dir=str(tmp_path)) is None
+    monkeypatch.setattr(tf.io, "decode_image", lambda *a, **k: pytest.fail("decoded"))
+    kd.split_labels(folder, "test")
+    with pytest.raises(ValueError, match="val"):
+        kd.split_labels(folder, "val")
+
+
 def test_cifar10_like_folder_gets_cifar_statistics(tmp_path):
     for name in registry.CIFAR10_CLASSES:
         _png(str(tmp_path / "c" / "train" / name / "0.png"), 5, size=(32, 32))

@@ -138,7 +138,8 @@ def test_selfsup_trains_without_tensorflow(npz, tmp_path):
 def test_truncating_a_split_ordered_by_class_is_refused(tmp_path):
     """`--max_train_examples` / `--max_test_examples` take the first examples:
     on a file ordered by class that is a few classes, refused with the flag to
-    use instead; a class-balanced limit first makes the same truncation fine."""
+    use instead; a class-balanced limit first makes the same truncation fine,
+    and so does a split not grouped by class."""
     path = str(tmp_path / "sorted.npz")
     images = np.zeros((40, 8, 8, 3), np.uint8)
     np.savez(path, x_train=images, y_train=np.repeat(np.arange(4), 10),
@@ -155,6 +156,34 @@ def test_truncating_a_split_ordered_by_class_is_refused(tmp_path):
     assert np.bincount(labels).tolist() == [4, 4, 4, 4]
     _, labels = common.array_split(cfg, splits, "train", "train_split", None, 40)  # all of it
     assert len(labels) == 40
+    # Not grouped by class (a shuffled order): the first 3 are a random subset, kept.
+    _, labels = common.array_split(cfg, {"train": (images, np.arange(40) % 4)}, "train",
+                                   "train_split", None, 3)
+    assert labels.tolist() == [0, 1, 2]
+
+
+def test_truncating_a_folder_ordered_by_class_is_refused_on_tfdata(tmp_path):
+    """The same refusal on the tf.data path, from the folder's listing (no
+    image decoded), for training and test splits alike."""
+    from PIL import Image
+
+    for split, count in (("train", 4), ("test", 2)):
+        for name in ("a", "b", "c"):
+            os.makedirs(tmp_path / split / name)
+            for i in range(count):
+                Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(
+                    tmp_path / split / name / f"{i}.png")
+    cfg = _cfg(dataset=str(tmp_path), input="tfdata", epochs=1, max_train_examples=5)
+    with pytest.raises(ValueError, match=r"--max_train_examples`=5 keeps 2 of the 3 classes"
+                                         r".*--per_class_limit"):
+        common.datasets(cfg)
+    cfg = _cfg(dataset=str(tmp_path), input="tfdata", epochs=1, max_test_examples=2)
+    with pytest.raises(ValueError, match=r"--max_test_examples`=2 keeps 1 of the 3.*"
+                                         r"--test_per_class_limit"):
+        common.datasets(cfg)
+    cfg = _cfg(dataset=str(tmp_path), input="tfdata", epochs=1, per_class_limit=2,
+               max_train_examples=5, batch_size=2)  # class-balanced first: fine
+    assert common.datasets(cfg)[3] == 2  # 5 examples, batch 2: two full steps
 
 
 def test_selfsup_two_view_arrays_follow_the_flags(npz):
