@@ -866,3 +866,15 @@ def set_determinism(seed, deterministic):
 def median_last(values, n=10):
     """The paper's report: the median of the last `n` epochs' values."""
     return statistics.median(values[-n:]) if values else float("nan")
+
+
+def eval_epochs(epochs, every, initial_epoch=0, last=10):
+    """The 1-indexed epochs a run evaluates (Keras' `validation_freq` list):
+    every `every`-th, the first this process runs (so history.csv's columns,
+    fixed by a process's first logged epoch, always hold the validation
+    metrics) and the last `last` ones (what `median_last` reports)."""
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"`eval_every` must be an int >= 1; received {every!r}.")
+    wanted = set(range(every, epochs + 1, every)) | set(range(epochs - last + 1, epochs + 1))
+    wanted.add(initial_epoch + 1)
+    return sorted(e for e in wanted if initial_epoch < e <= epochs)

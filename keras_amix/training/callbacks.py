@@ -299,14 +299,16 @@ class MixImageSummary(keras.callbacks.Callback):
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Records the wall time of every training epoch in `self.seconds`.
+    """Records the training wall time of every epoch in `self.seconds`: the
+    epoch less its validation pass (`fit(validation_data=...)`), so epochs with
+    and without an evaluation (`validation_freq`) compare.
 
     Example:
 
     ```python
     timer = EpochTimer()
-    model.fit(train, epochs=10, callbacks=[timer])
-    timer.seconds  # [s_epoch_1, ..., s_epoch_10]
+    model.fit(train, epochs=10, validation_data=test, callbacks=[timer])
+    timer.seconds  # [s_epoch_1, ..., s_epoch_10], evaluation excluded
     ```
     """
 
@@ -314,12 +316,22 @@ class EpochTimer(keras.callbacks.Callback):
         super().__init__()
         self.seconds = []
         self._start = None
+        self._test_start = None
+        self._testing = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
+        self._testing = 0.0
+
+    def on_test_begin(self, logs=None):
+        self._test_start = time.perf_counter()
+
+    def on_test_end(self, logs=None):
+        if self._start is not None and self._test_start is not None:
+            self._testing += time.perf_counter() - self._test_start
 
     def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
+        self.seconds.append(time.perf_counter() - self._start - self._testing)
 
 
 # ------------------------------------------------------- non-finite values

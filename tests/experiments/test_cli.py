@@ -70,6 +70,7 @@ BAD_FLAGS = {
         (["--max_train_examples=0"], "--max_train_examples"),
         (["--max_test_examples=-3"], "--max_test_examples"),
         (["--per_class_limit=0"], "--per_class_limit"), (["--epochs=0"], "--epochs"),
+        (["--eval_every=0"], "--eval_every"),
         (["--batch_size=0"], "--batch_size"), (["--width=0"], "--width"),
         (["--image_size=0"], "--image_size"), (["--seed=-1"], "--seed"),
         (["--data_dir=/tmp"], "--data_dir"), (["--download"], "--download"),

@@ -110,6 +110,54 @@ def test_unknown_dataset_is_a_clear_error(tmp_path):
         ts.train(cfg, str(tmp_path / "run"))
 
 
+def test_eval_epochs_by_hand():
+    from experiments import common
+
+    # Every 10th, the first this process runs, and the last 10 (the paper's median).
+    assert common.eval_epochs(100, 10) == [1, 10, 20, 30, 40, 50, 60, 70, 80, 90, *range(91, 101)]
+    assert common.eval_epochs(100, 10, initial_epoch=37) == [38, 40, 50, 60, 70, 80, 90,
+                                                             *range(91, 101)]
+    assert common.eval_epochs(100, 10, initial_epoch=95) == list(range(96, 101))
+    assert common.eval_epochs(5, 3) == [1, 2, 3, 4, 5]  # shorter than 10: every epoch
+    assert common.eval_epochs(12, 1) == list(range(1, 13))
+    with pytest.raises(ValueError, match="eval_every.*received 0"):
+        common.eval_epochs(10, 0)
+
+
+def test_eval_every_skips_evaluations_without_changing_training(tmp_path, monkeypatch):
+    """`--eval_every`: epochs not evaluated are NA in history.csv, and the
+    training is the same (an evaluation touches no state: the momentum
+    encoder, BatchNorm statistics and the seed generator only move in training
+    steps). 3 epochs, the always-evaluated tail shortened from 10 to 1."""
+    import functools
+
+    import keras
+
+    from experiments import common
+
+    monkeypatch.setattr(common, "eval_epochs", functools.partial(common.eval_epochs, last=1))
+    base = dataclasses.replace(
+        ts.Config(), method="amix", epochs=3, batch_size=8, max_train_examples=16,
+        max_test_examples=8, image_size=8, width=8, export=False, run_eagerly=True,
+        mask_summary_every=0)
+    runs = {}
+    for every in (1, 3):  # 3: epochs 1 (the first) and 3 evaluated, not 2 (index 1)
+        workdir = str(tmp_path / f"every{every}")
+        runs[every] = ts.train(dataclasses.replace(base, eval_every=every), workdir), workdir
+    (dense, dense_dir), (sparse, sparse_dir) = runs[1], runs[3]
+    rows = list(csv.DictReader(open(os.path.join(sparse_dir, "history.csv"))))
+    assert [r["val_top1"] == "NA" for r in rows] == [False, True, False]
+    assert [r["val_top1_momentum"] == "NA" for r in rows] == [False, True, False]
+    assert np.isnan(sparse["history"]["val_top1"][1])
+    np.testing.assert_allclose(np.delete(sparse["history"]["val_top1"], 1),
+                               np.delete(dense["history"]["val_top1"], 1), atol=1e-6)
+    np.testing.assert_allclose(sparse["history"]["loss"], dense["history"]["loss"], rtol=1e-5)
+    weights = [keras.saving.load_model(os.path.join(d, "model.keras")).get_weights()
+               for d in (dense_dir, sparse_dir)]
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.backend_independent
 def test_interrupted_run_resumes_from_backup(tmp_path):
     import keras

@@ -277,6 +277,30 @@ def test_epoch_timer_records_one_positive_duration_per_epoch():
     assert len(timer.seconds) == 3 and all(s > 0 for s in timer.seconds)
 
 
+@pytest.mark.training
+def test_epoch_timer_leaves_out_the_validation_pass(monkeypatch):
+    """On a fake clock: each training batch takes 1 s, each validation batch
+    100 s (epoch 2 only, two batches): the epochs' times are 2, 2, 2."""
+    clock = types.SimpleNamespace(now=0.0)
+    monkeypatch.setattr(cb, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
+
+    class Clock(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            clock.now += 1.0
+
+        def on_test_batch_end(self, batch, logs=None):
+            clock.now += 100.0
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    timer = cb.EpochTimer()
+    x, y = np.ones((4, 2)), np.ones((4, 1))
+    model.fit(x, y, batch_size=2, epochs=3, verbose=0, validation_data=(x, y),
+              validation_freq=[2], callbacks=[Clock(), timer])
+    assert clock.now == 3 * 2 + 2 * 100
+    assert timer.seconds == [2.0, 2.0, 2.0]
+
+
 # -------------------------------------------- backup and non-finite losses
 def _dense_model():
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
