@@ -811,9 +811,44 @@ def begin_run(cfg, workdir):
     outputs, and ends with `finish_run` once the last of them is written.
     """
     check_environment(cfg)
+    check_resumed_config(cfg, workdir)
     set_determinism(cfg.seed, cfg.deterministic)
     os.makedirs(workdir, exist_ok=True)
     return start_run(workdir), make_strategy(cfg.strategy)
+
+
+# What a resumed run may change: how it runs, evaluates and exports, and where its
+# data lie; not what it trains.
+RESUME_MAY_CHANGE = frozenset({
+    "eval_every", "run_eagerly", "deterministic", "strategy", "export", "export_encoder",
+    "mask_summary_every", "dataset", "data_dir", "download", "input"})
+
+
+def check_resumed_config(cfg, workdir):
+    """Refuses to resume `workdir`'s backup under another training config.
+
+    A folder with a backup resumes it; with other flags (say `--lr`,
+    `--method`, `--epochs`) the run would continue under a mix of two
+    recipes, or fail later loading weights of another model. The
+    ValueError names each field, the folder's value and this one, before
+    anything in the folder changes. Fields of `RESUME_MAY_CHANGE` and fields
+    an older config.json lacks are not compared.
+    """
+    from keras_amix.training.callbacks import backup_epoch
+
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path) or backup_epoch(os.path.join(workdir, BACKUP)) == 0:
+        return
+    with open(path) as f:
+        saved = json.load(f)
+    current = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    changed = [f"--{name}: {saved[name]!r} in the folder, {value!r} now"
+               for name, value in current.items()
+               if name in saved and name not in RESUME_MAY_CHANGE and saved[name] != value]
+    if changed:
+        raise ValueError(
+            f"{workdir!r} holds a backup of a run with other settings ({'; '.join(changed)}): "
+            "resume it with its own flags, or train into another `--workdir`.")
 
 
 def pass_epochs(cfg, initial_epoch):

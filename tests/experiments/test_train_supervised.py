@@ -186,6 +186,38 @@ def test_interrupted_run_resumes_from_backup(tmp_path):
     assert np.isfinite(metrics["final_top1"])
 
 
+@pytest.mark.backend_independent
+def test_resuming_with_another_recipe_is_refused_before_the_folder_changes(tmp_path):
+    import keras
+
+    cfg = dataclasses.replace(ts.Config(), epochs=3, batch_size=16, max_train_examples=32,
+                              max_test_examples=16, image_size=8, width=8, export=False)
+    workdir = str(tmp_path / "run")
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        ts.train(cfg, workdir, extra_callbacks=[Crash()])
+
+    def snapshot():
+        return {os.path.relpath(os.path.join(d, f), workdir): os.path.getmtime(os.path.join(d, f))
+                for d, _, files in os.walk(workdir) for f in files}
+
+    before = snapshot()
+    changed = dataclasses.replace(cfg, lr=0.01, method="mixup")
+    with pytest.raises(ValueError, match=r"other settings \(--method: 'vanilla' in the folder, "
+                                         r"'mixup' now; --alpha: None in the folder, 1.0 now; "
+                                         r"--lr: 0.05 in the folder, 0.01 now\)"):
+        ts.train(changed, workdir)
+    assert snapshot() == before  # nothing in the folder touched
+    # How it evaluates is not the recipe: that resume goes on.
+    metrics = ts.train(dataclasses.replace(cfg, eval_every=2), workdir)
+    assert len(metrics["history"]["loss"]) == 3
+
+
 def test_non_finite_loss_stops_training_before_any_output(tmp_path):
     # Beta(inf, inf) gives NaN mixing weights: the first batch's loss is NaN.
     cfg = dataclasses.replace(ts.Config(), method="mixup", alpha=float("inf"), epochs=2,
