@@ -158,8 +158,9 @@ def test_eval_every_skips_evaluations_without_changing_training(tmp_path, monkey
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.backend_independent
-def test_interrupted_run_resumes_from_backup(tmp_path):
+def _crashed_run(tmp_path):
+    """(cfg, workdir) of a tiny vanilla run stopped by an exception at the end of
+    epoch 2 (index 1), before that epoch's backup: the folder resumes at epoch 1."""
     import keras
 
     cfg = dataclasses.replace(ts.Config(), epochs=3, batch_size=16, max_train_examples=64,
@@ -173,6 +174,14 @@ def test_interrupted_run_resumes_from_backup(tmp_path):
 
     with pytest.raises(RuntimeError, match="simulated crash"):
         ts.train(cfg, workdir, extra_callbacks=[Crash()])
+    return cfg, workdir
+
+
+@pytest.mark.backend_independent
+def test_interrupted_run_resumes_from_backup(tmp_path):
+    import keras
+
+    cfg, workdir = _crashed_run(tmp_path)
     assert os.path.exists(os.path.join(workdir, "backup"))
     assert not os.path.exists(os.path.join(workdir, "metrics.json"))
     metrics = ts.train(cfg, workdir)
@@ -188,19 +197,7 @@ def test_interrupted_run_resumes_from_backup(tmp_path):
 
 @pytest.mark.backend_independent
 def test_resuming_with_another_recipe_is_refused_before_the_folder_changes(tmp_path):
-    import keras
-
-    cfg = dataclasses.replace(ts.Config(), epochs=3, batch_size=16, max_train_examples=32,
-                              max_test_examples=16, image_size=8, width=8, export=False)
-    workdir = str(tmp_path / "run")
-
-    class Crash(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 1:
-                raise RuntimeError("simulated crash")
-
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        ts.train(cfg, workdir, extra_callbacks=[Crash()])
+    cfg, workdir = _crashed_run(tmp_path)
 
     def snapshot():
         return {os.path.relpath(os.path.join(d, f), workdir): os.path.getmtime(os.path.join(d, f))
