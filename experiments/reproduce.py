@@ -54,6 +54,16 @@ class Row:
     def learnable(self):
         return any(f in ("--method=automix", "--method=amix") for f in self.flags)
 
+    @property
+    def cost(self):
+        """A run's time relative to vanilla's, for the time-left estimate."""
+        return LEARNED_COST if self.learnable else 1.0
+
+
+# An AutoMix / AMix step costs 2.7 vanilla steps (BUILD_NOTES: 2.70-2.72 on this
+# CPU, 2.66-2.69 on the H200); the static mixers about one.
+LEARNED_COST = 2.7
+
 
 @dataclasses.dataclass(frozen=True)
 class Suite:
@@ -207,6 +217,12 @@ def _configured_epochs(run):
         return None
 
 
+def _fraction(run, epochs):
+    """`epochs` as a fraction of the run's configured epochs (0 when unknown)."""
+    total = _configured_epochs(run)
+    return min(epochs / total, 1.0) if total else 0.0
+
+
 def median_last(values, n=10):
     """`common.median_last` over the finite values; None when there is none."""
     values = [v for v in values if v is not None and math.isfinite(v)]
@@ -353,25 +369,29 @@ def _clock(seconds):
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def progress(runs, running, pending, completed, elapsed):
+def progress(runs, running, pending, ended, elapsed):
     """The progress line and its state (the line less the clock).
 
     Runs are numbered by their place in `runs` (the launch order); `running`
-    holds `(run, process, epochs done at its start)`; `pending` and `completed`
-    count the runs still to start and those this invocation ended (finished
-    or failed). The time left extrapolates the work done here (whole
-    runs plus the running runs' fractions of their epochs) to the work left.
+    and `ended` (the runs this invocation ended, finished or failed) hold
+    `(run, process, epochs done at its start)`; `pending` the runs still to
+    start. The time left extrapolates the work done here (the epochs each
+    run trained in this invocation) to the work left, each run weighted by
+    its row's `cost` (the learned runs, which start first, take 2.7x).
     """
     number = {run.workdir: i for i, run in enumerate(runs, 1)}
     done = sum(run.finished() for run in runs)
-    parts, progressed, left = [], float(completed), float(pending)
+    parts, progressed = [], 0.0
+    left = sum(run.row.cost for run in pending)
+    for run, _proc, first_epochs in ended:  # finished or failed: no more work here
+        progressed += (1.0 - _fraction(run, first_epochs)) * run.row.cost
     for run, _proc, first_epochs in running:
-        epochs, total = _epochs_done(run), _configured_epochs(run)
+        epochs = _epochs_done(run)
         parts.append(f"run {number[run.workdir]}/{len(runs)} {run.row.label} seed {run.seed}: "
-                     f"epoch {epochs}/{total or '?'}")
-        fraction = min(epochs / total, 1.0) if total else 0.0
-        progressed += max(fraction - (min(first_epochs / total, 1.0) if total else 0.0), 0.0)
-        left += 1.0 - fraction
+                     f"epoch {epochs}/{_configured_epochs(run) or '?'}")
+        fraction = _fraction(run, epochs)
+        progressed += max(fraction - _fraction(run, first_epochs), 0.0) * run.row.cost
+        left += (1.0 - fraction) * run.row.cost
     clock = f"{_clock(elapsed)} elapsed"
     if progressed > 0:
         clock += f", about {_clock(elapsed * left / progressed)} left"
@@ -401,7 +421,7 @@ def run_suite(suite_name, seeds=1, jobs=None, resume=False, workdir=None, data=N
     os.makedirs(workdir, exist_ok=True)
     order = launch_order(runs)  # results keep the table order
     pending = [run for run in order if not run.finished()]
-    running, failed, completed = [], [], 0
+    running, failed, ended = [], [], []
     t0 = time.time()
     last_state, last_print = None, t0
     while pending or running:
@@ -413,7 +433,7 @@ def run_suite(suite_name, seeds=1, jobs=None, resume=False, workdir=None, data=N
                                         stderr=subprocess.STDOUT)
             running.append((run, proc, _epochs_done(run)))
         now = time.time()
-        state, line = progress(order, running, len(pending), completed, now - t0)
+        state, line = progress(order, running, pending, ended, now - t0)
         if state != last_state or now - last_print >= heartbeat_seconds:
             print(line, file=out, flush=True)
             last_state, last_print = state, now
@@ -424,7 +444,7 @@ def run_suite(suite_name, seeds=1, jobs=None, resume=False, workdir=None, data=N
             if proc.poll() is None:
                 still.append(entry)
                 continue
-            completed += 1
+            ended.append(entry)
             if proc.returncode != 0 or not run.finished():
                 failed.append(run)
                 print(f"FAILED (exit {proc.returncode}): {run.row.label} seed {run.seed}; "
@@ -433,7 +453,7 @@ def run_suite(suite_name, seeds=1, jobs=None, resume=False, workdir=None, data=N
                 write_results(suite_name, suite, runs, workdir, seeds)
         running = still
     done = sum(run.finished() for run in runs)
-    print(f"[{done}/{len(runs)} done] {completed} run(s) ended here ({len(failed)} failed) in "
+    print(f"[{done}/{len(runs)} done] {len(ended)} run(s) ended here ({len(failed)} failed) in "
           f"{_clock(time.time() - t0)}", file=out, flush=True)
     rows = write_results(suite_name, suite, runs, workdir, seeds)
     if plots:

@@ -151,16 +151,22 @@ def test_progress_line_numbers_runs_epochs_and_time_left(tmp_path):
     _finish(runs[0], [0.5], [1.0])
     _start(runs[1], epochs=4, done=2)  # started here at epoch 0: half done
     # Nothing measured yet (run 3 has no config): no estimate.
-    state, line = reproduce.progress(runs, [(runs[2], None, 0)], 1, 0, 5.0)
+    state, line = reproduce.progress(runs, [(runs[2], None, 0)], runs[3:], [], 5.0)
     assert line == "[1/4 done, 0:05 elapsed] run 3/4 cutmix seed 0: epoch 0/?"
     assert state == "[1/4 done] run 3/4 cutmix seed 0: epoch 0/?"
-    # 1 run + half a run done here in 90 s; half a run + 1 pending left: 90 s.
-    state, line = reproduce.progress(runs, [(runs[1], None, 0)], 1, 1, 90.0)
-    assert line == "[1/4 done, 1:30 elapsed, about 1:30 left] run 2/4 mixup seed 0: epoch 2/4"
+    # Done here in 90 s: vanilla (1 unit) + half of mixup (0.5) = 1.5 units, 60 s each.
+    # Left: half of mixup (0.5) + amix (2.7, a learned run) = 3.2 units = 192 s.
+    state, line = reproduce.progress(runs, [(runs[1], None, 0)], runs[3:],
+                                     [(runs[0], None, 0)], 90.0)
+    assert line == "[1/4 done, 1:30 elapsed, about 3:12 left] run 2/4 mixup seed 0: epoch 2/4"
     assert "elapsed" not in state
     # A resumed run that had 2 epochs at its start has progressed nothing yet here.
-    _, line = reproduce.progress(runs, [(runs[1], None, 2)], 2, 0, 30.0)
+    _, line = reproduce.progress(runs, [(runs[1], None, 2)], runs[2:], [], 30.0)
     assert "left" not in line
+    # An ended run counts only the epochs it trained here: vanilla resumed at 0 of 1
+    # epochs (1 unit) in 30 s; mixup at 2 of 4 (half left, 0.5 units): 15 s.
+    _, line = reproduce.progress(runs, [(runs[1], None, 2)], [], [(runs[0], None, 0)], 30.0)
+    assert "about 0:15 left" in line
 
 
 class _FakeTrainer:
