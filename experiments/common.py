@@ -613,6 +613,16 @@ def array_split(cfg, splits, name, flag, per_class=None, max_examples=None):
     return images[keep], labels[keep]
 
 
+def grouped_by_class(labels):
+    """Whether `labels` hold each class in one block (a folder's listing, the
+    package's .npz files): their first N examples are then a class or two."""
+    import numpy as np
+
+    labels = np.asarray(labels)
+    changes = int(np.count_nonzero(labels[1:] != labels[:-1]))
+    return len(labels) > 1 and changes == len(np.unique(labels)) - 1
+
+
 def check_truncation(cfg, labels, max_examples, split, flag):
     """Refuses a `--max_*_examples` that keeps fewer classes than it could.
 
@@ -627,11 +637,9 @@ def check_truncation(cfg, labels, max_examples, split, flag):
 
     if not max_examples or labels is None or len(labels) <= max_examples:
         return
-    labels = np.asarray(labels)
     present = len(np.unique(labels))
-    grouped = int(np.count_nonzero(labels[1:] != labels[:-1])) == present - 1
-    kept = len(np.unique(labels[:max_examples]))
-    if grouped and kept < min(present, max_examples):
+    kept = len(np.unique(np.asarray(labels)[:max_examples]))
+    if grouped_by_class(labels) and kept < min(present, max_examples):
         limit = "max_train_examples" if flag == "train_split" else "max_test_examples"
         per_class_flag = "per_class_limit" if flag == "train_split" else "test_per_class_limit"
         raise ValueError(

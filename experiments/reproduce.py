@@ -1,9 +1,11 @@
 r"""Seeded reproduction suites: every (row, seed) of a suite through the binaries.
 
 Each run is `python -m experiments.train_supervised ...` in its own folder
-`WORKDIR/<row>/seed<k>`, `--jobs` at a time (several small runs share one GPU
-well; on a CPU use 1, except for `smoke`, whose runs are mostly start-up and
-tracing, single-threaded: it runs 2 at a time). A run is finished when its
+`WORKDIR/<row>/seed<k>` (self-supervised suites, `ssl-cifar10`: `train_selfsup`
+into `.../pretrain`, then `linear_eval` of its encoder into the run folder),
+`--jobs` at a time (several small runs share one GPU well; on a CPU use 1,
+except for `smoke`, whose runs are mostly start-up and tracing,
+single-threaded: it runs 2 at a time). A run is finished when its
 `metrics.json` exists (the binary writes it last), so `--resume` skips finished
 runs and lets the binary itself resume an interrupted one from its backup.
 While runs go, a line gives the runs done, each running run's number and epoch,
@@ -24,6 +26,8 @@ finished run) the suite writes, atomically:
 Examples:
 
     python -m experiments.reproduce --suite=smoke --seeds=1
+    python -m experiments.reproduce --suite=ssl-cifar10 --seeds=3 --jobs=8 \
+        --data=cifar10_5k.npz --run_flag=--epochs=400
     python -m experiments.reproduce --suite=cifar10-5k --seeds=3 --jobs=1 \
         --data=/tmp/data/cifar10-jpg --resume
 """
@@ -45,21 +49,27 @@ from experiments import common
 
 @dataclasses.dataclass(frozen=True)
 class Row:
-    """One table row: a label and the binary flags that make it."""
+    """One table row: a label, the binary flags that make it, and its run time
+    relative to the suite's base row (None: `LEARNED_COST` for a learned
+    method, else 1), for the time-left estimate."""
 
     label: str
     flags: tuple  # ("--method=amix", "--mix_block=attention=cross", ...)
+    cost: float = None
 
     @property
     def learnable(self):
-        return any(f in ("--method=automix", "--method=amix") for f in self.flags)
+        """A Mix Block method: its runs draw masks (and take longest)."""
+        return any(f"--method={m}" in self.flags for m in LEARNED_METHODS)
 
     @property
-    def cost(self):
-        """A run's time relative to vanilla's, for the time-left estimate."""
+    def weight(self):
+        if self.cost is not None:
+            return self.cost
         return LEARNED_COST if self.learnable else 1.0
 
 
+LEARNED_METHODS = ("automix", "amix", "amix_i", "amix_c")
 # An AutoMix / AMix step costs 2.7 vanilla steps (BUILD_NOTES: 2.70-2.72 on this
 # CPU, 2.66-2.69 on the H200); the static mixers about one.
 LEARNED_COST = 2.7
@@ -74,6 +84,15 @@ class Suite:
     needs_data: bool = False  # the data set is not embedded: --data is required
     jobs: int = 1  # runs at a time unless --jobs says otherwise
     description: str = ""
+    # A self-supervised suite: each run pretrains with train_selfsup (into
+    # RUN/pretrain), then linear_eval with these flags reads its encoder.keras
+    # (into RUN); the table is the linear top-1.
+    linear_flags: tuple = None
+    base: str = "vanilla"  # the row costs are relative to
+
+    @property
+    def selfsup(self):
+        return self.linear_flags is not None
 
 
 def _methods(*names):
@@ -128,6 +147,20 @@ SUITES = {
                    for loss in _TABLE7),
         flags=_CPU_CIFAR10, needs_data=True,
         description="paper Table 7 (supervised rows): the Mix Block's loss"),
+    "ssl-cifar10": Suite(
+        # Issue 11's table. MoCo v2 + MixUp beat MoCo v2 only from some budget on
+        # (not at 20 epochs: BUILD_NOTES 2026-11-26); --run_flag=--epochs=N sets it.
+        rows=(Row("mocov2", ("--method=mocov2",)),
+              Row("mixup", ("--method=mixup",), cost=1.9),
+              Row("inter_intra", ("--method=inter_intra",), cost=2.4),
+              Row("puzzlemix_c", ("--method=puzzlemix_c",), cost=2.4),
+              Row("amix_i", ("--method=amix_i",), cost=3.2),
+              Row("amix_c", ("--method=amix_c",), cost=3.2)),
+        flags=("--preset=cpu_cifar10", "--epochs=200"), linear_flags=("--preset=cpu_cifar10",),
+        needs_data=True, base="mocov2",
+        description="paper Tables 4-5 on CIFAR-10 (10,000 images): MoCo v2, + MixUp, "
+                    "Inter-Intra (C), PuzzleMix (C), AMix-I, AMix-C; 200 epochs, then "
+                    "linear evaluation"),
     "paper-cifar100": Suite(
         rows=_methods("vanilla", *_STATIC, "comixup", "manifoldmix", "automix", "amix"),
         flags=("--preset=cifar100",),
@@ -153,8 +186,11 @@ flags.DEFINE_string("suite_workdir", None, "Suite folder (default runs/reproduce
 flags.DEFINE_string("data", None, "Data set passed to every run as --dataset (required by "
                     "suites on data that is not embedded, e.g. the CIFAR-10 JPEG copy).",
                     flag_values=FLAGS)
-flags.DEFINE_multi_string("run_flag", [], "Extra flag for every run, e.g. "
-                          "--run_flag=--epochs=50 (repeatable).", flag_values=FLAGS)
+flags.DEFINE_multi_string("run_flag", [], "Extra flag for every run (self-supervised "
+                          "suites: its pretraining), e.g. --run_flag=--epochs=50 "
+                          "(repeatable).", flag_values=FLAGS)
+flags.DEFINE_multi_string("linear_flag", [], "Self-supervised suites: an extra flag for "
+                          "every linear evaluation (repeatable).", flag_values=FLAGS)
 flags.DEFINE_bool("plots", True, "Write accuracy_vs_time.png and masks.png.", flag_values=FLAGS)
 
 
@@ -163,18 +199,29 @@ class Run:
     row: Row
     seed: int
     workdir: str
+    pretrain: bool = False  # self-supervised: trains into workdir/pretrain first
+
+    @property
+    def train_dir(self):
+        """Where the run trains (its history, masks and model)."""
+        return os.path.join(self.workdir, "pretrain") if self.pretrain else self.workdir
 
     @property
     def metrics_path(self):
+        """The run's last output: the binary's (self-supervised: linear_eval's)."""
         return os.path.join(self.workdir, "metrics.json")
 
     def finished(self):
         return os.path.exists(self.metrics_path)
 
+    def trained(self):
+        return os.path.exists(os.path.join(self.train_dir, "metrics.json"))
+
 
 def plan(suite, seeds, workdir):
     """Every (row, seed) run of `suite`, in row-major order."""
-    return [Run(row, seed, os.path.join(workdir, _slug(row.label), f"seed{seed}"))
+    return [Run(row, seed, os.path.join(workdir, _slug(row.label), f"seed{seed}"),
+                pretrain=suite.selfsup)
             for row in suite.rows for seed in range(seeds)]
 
 
@@ -192,17 +239,37 @@ def _slug(label):
 
 
 def command(suite, run, data=None, extra=()):
+    """The run's training command (self-supervised suites: its pretraining)."""
     learned = suite.learned_flags if run.row.learnable else ()
-    cmd = [sys.executable, "-m", "experiments.train_supervised", *suite.flags, *learned,
-           *run.row.flags, f"--seed={run.seed}", f"--workdir={run.workdir}", "--noexport"]
+    binary = "experiments.train_selfsup" if suite.selfsup else "experiments.train_supervised"
+    cmd = [sys.executable, "-m", binary, *suite.flags, *learned, *run.row.flags,
+           f"--seed={run.seed}", f"--workdir={run.train_dir}", "--noexport"]
     if data:
         cmd.append(f"--dataset={data}")
     return cmd + list(extra)
 
 
+def linear_command(suite, run, data=None, extra=()):
+    """A self-supervised run's second command: linear evaluation of its encoder."""
+    cmd = [sys.executable, "-m", "experiments.linear_eval", *suite.linear_flags,
+           f"--encoder={os.path.join(run.train_dir, 'encoder.keras')}", f"--seed={run.seed}",
+           f"--workdir={run.workdir}"]
+    if data:
+        cmd.append(f"--dataset={data}")
+    return cmd + list(extra)
+
+
+def stages(suite, run, data=None, extra=(), linear_extra=()):
+    """The commands a run still needs, in order (a finished pretraining is not redone)."""
+    todo = [] if suite.selfsup and run.trained() else [command(suite, run, data, extra)]
+    if suite.selfsup:
+        todo.append(linear_command(suite, run, data, linear_extra))
+    return todo
+
+
 # ------------------------------------------------------------------ results
 def _epochs_done(run):
-    path = os.path.join(run.workdir, "history.csv")
+    path = os.path.join(run.train_dir, "history.csv")
     if not os.path.exists(path):
         return 0
     with open(path) as f:
@@ -211,7 +278,7 @@ def _epochs_done(run):
 
 def _configured_epochs(run):
     try:
-        with open(os.path.join(run.workdir, "config.json")) as f:
+        with open(os.path.join(run.train_dir, "config.json")) as f:
             return int(json.load(f)["epochs"])
     except (OSError, ValueError, KeyError):
         return None
@@ -236,6 +303,9 @@ def run_result(run):
     with open(run.metrics_path) as f:
         metrics = json.load(f)
     history = metrics.get("history", {})
+    if run.pretrain:  # the time is the pretraining's, the top-1 the linear evaluation's
+        with open(os.path.join(run.train_dir, "metrics.json")) as f:
+            metrics = json.load(f)
     seconds = [s for s in metrics.get("seconds_per_epoch", []) if s]
     return dict(
         row=run.row.label, seed=run.seed, workdir=run.workdir,
@@ -255,7 +325,8 @@ def _mean_std(values):
 
 
 def aggregate(suite, results):
-    """Per row: n, mean ± std of top-1 (online, momentum) and s/epoch, cost vs vanilla."""
+    """Per row: n, mean ± std of top-1 (online, momentum) and s/epoch, cost vs the
+    suite's base row (vanilla; MoCo v2 for the self-supervised suites)."""
     rows = []
     for row in suite.rows:
         mine = [r for r in results if r and r["row"] == row.label]
@@ -263,10 +334,10 @@ def aggregate(suite, results):
         for key in ("top1", "top1_momentum", "seconds_per_epoch"):
             entry[key], entry[key + "_std"] = _mean_std([r[key] for r in mine])
         rows.append(entry)
-    base = next((r for r in rows if r["row"] == "vanilla" and r["seconds_per_epoch"]), None)
+    base = next((r for r in rows if r["row"] == suite.base and r["seconds_per_epoch"]), None)
     for entry in rows:
-        entry["cost_vs_vanilla"] = (entry["seconds_per_epoch"] / base["seconds_per_epoch"]
-                                    if base and entry["seconds_per_epoch"] else None)
+        entry["cost_vs_base"] = (entry["seconds_per_epoch"] / base["seconds_per_epoch"]
+                                 if base and entry["seconds_per_epoch"] else None)
     return rows
 
 
@@ -276,16 +347,25 @@ def _pct(mean, std):
     return f"{100 * mean:.2f} ± {100 * std:.2f}" if std is not None else f"{100 * mean:.2f}"
 
 
-def markdown(suite_name, rows, seeds):
-    lines = [f"# Suite `{suite_name}` ({seeds} seed(s) per row)", "",
-             "Median top-1 (%) of the last 10 epochs, mean ± std over seeds.", "",
-             "| row | seeds done | top-1 (online) | top-1 (momentum) | s / epoch | cost vs vanilla |",
-             "|---|---|---|---|---|---|"]
+def markdown(suite_name, suite, rows, seeds):
+    if suite.selfsup:
+        what = ("Linear top-1 (%) of the frozen pretrained encoder, median of the last 10 "
+                "linear-evaluation epochs, mean ± std over seeds; s / epoch of the pretraining.")
+        header = (f"| row | seeds done | linear top-1 | pretraining s / epoch | "
+                  f"cost vs {suite.base} |")
+    else:
+        what = "Median top-1 (%) of the last 10 epochs, mean ± std over seeds."
+        header = (f"| row | seeds done | top-1 (online) | top-1 (momentum) | s / epoch | "
+                  f"cost vs {suite.base} |")
+    lines = [f"# Suite `{suite_name}` ({seeds} seed(s) per row)", "", what, "", header,
+             "|" + "---|" * (header.count("|") - 1)]
     for r in rows:
         sec = "—" if r["seconds_per_epoch"] is None else f"{r['seconds_per_epoch']:.1f}"
-        cost = "—" if r["cost_vs_vanilla"] is None else f"{r['cost_vs_vanilla']:.2f}×"
-        lines.append(f"| {r['row']} | {r['n']} | {_pct(r['top1'], r['top1_std'])} | "
-                     f"{_pct(r['top1_momentum'], r['top1_momentum_std'])} | {sec} | {cost} |")
+        cost = "—" if r["cost_vs_base"] is None else f"{r['cost_vs_base']:.2f}×"
+        momentum = ("" if suite.selfsup
+                    else f" {_pct(r['top1_momentum'], r['top1_momentum_std'])} |")
+        lines.append(f"| {r['row']} | {r['n']} | {_pct(r['top1'], r['top1_std'])} |"
+                     f"{momentum} {sec} | {cost} |")
     return "\n".join(lines) + "\n"
 
 
@@ -294,12 +374,14 @@ def write_results(suite_name, suite, runs, workdir, seeds):
     rows = aggregate(suite, results)
     common.write_json(os.path.join(workdir, "results.json"), dict(
         suite=suite_name, seeds=seeds, rows=rows, runs=[r for r in results if r]))
-    common.write_text(os.path.join(workdir, "results.md"), markdown(suite_name, rows, seeds))
+    common.write_text(os.path.join(workdir, "results.md"),
+                      markdown(suite_name, suite, rows, seeds))
     return rows
 
 
 # -------------------------------------------------------------------- plots
-def plot_accuracy_vs_time(rows, path, title):
+def plot_accuracy_vs_time(rows, path, title,
+                          ylabel="median top-1 of the last 10 epochs (%)"):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -316,7 +398,7 @@ def plot_accuracy_vs_time(rows, path, title):
         ax.annotate(r["row"], (r["seconds_per_epoch"], 100 * r["top1"]),
                     textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xlabel("training time per epoch (s)")
-    ax.set_ylabel("median top-1 of the last 10 epochs (%)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     return common.save_figure(fig, path)
@@ -341,11 +423,11 @@ def plot_mask_gallery(runs, path):
 
     panels = []
     for run in runs:
-        checkpoint = os.path.join(run.workdir, "model.keras")
+        checkpoint = os.path.join(run.train_dir, "model.keras")
         if not (run.row.learnable and run.seed == 0 and run.finished()
                 and os.path.exists(checkpoint)):
             continue
-        panel = os.path.join(run.workdir, "masks.png")
+        panel = os.path.join(run.train_dir, "masks.png")
         if not _up_to_date(panel, checkpoint):
             from experiments import visualize_amix
 
@@ -377,21 +459,21 @@ def progress(runs, running, pending, ended, elapsed):
     `(run, process, epochs done at its start)`; `pending` the runs still to
     start. The time left extrapolates the work done here (the epochs each
     run trained in this invocation) to the work left, each run weighted by
-    its row's `cost` (the learned runs, which start first, take 2.7x).
+    its row's `weight` (the learned runs, which start first, take 2.7x).
     """
     number = {run.workdir: i for i, run in enumerate(runs, 1)}
     done = sum(run.finished() for run in runs)
     parts, progressed = [], 0.0
-    left = sum(run.row.cost for run in pending)
+    left = sum(run.row.weight for run in pending)
     for run, _proc, first_epochs in ended:  # finished or failed: no more work here
-        progressed += (1.0 - _fraction(run, first_epochs)) * run.row.cost
+        progressed += (1.0 - _fraction(run, first_epochs)) * run.row.weight
     for run, _proc, first_epochs in running:
         epochs = _epochs_done(run)
         parts.append(f"run {number[run.workdir]}/{len(runs)} {run.row.label} seed {run.seed}: "
                      f"epoch {epochs}/{_configured_epochs(run) or '?'}")
         fraction = _fraction(run, epochs)
-        progressed += max(fraction - _fraction(run, first_epochs), 0.0) * run.row.cost
-        left += (1.0 - fraction) * run.row.cost
+        progressed += max(fraction - _fraction(run, first_epochs), 0.0) * run.row.weight
+        left += (1.0 - fraction) * run.row.weight
     clock = f"{_clock(elapsed)} elapsed"
     if progressed > 0:
         clock += f", about {_clock(elapsed * left / progressed)} left"
@@ -400,7 +482,8 @@ def progress(runs, running, pending, ended, elapsed):
 
 
 def run_suite(suite_name, seeds=1, jobs=None, resume=False, workdir=None, data=None, extra=(),
-              plots=True, poll_seconds=1.0, heartbeat_seconds=60.0, out=sys.stdout):
+              plots=True, poll_seconds=1.0, heartbeat_seconds=60.0, out=sys.stdout,
+              linear_extra=()):
     """Runs a suite (`jobs` runs at a time; None: the suite's default); returns
     (rows, failed runs)."""
     if suite_name not in SUITES:
@@ -424,14 +507,19 @@ def run_suite(suite_name, seeds=1, jobs=None, resume=False, workdir=None, data=N
     running, failed, ended = [], [], []
     t0 = time.time()
     last_state, last_print = None, t0
+    todo = {}  # run workdir -> the commands it still has to run, the current one first
+
+    def launch(run):
+        os.makedirs(run.workdir, exist_ok=True)
+        with open(os.path.join(run.workdir, "log.txt"), "ab") as log:
+            return subprocess.Popen(todo[run.workdir].pop(0), stdout=log,
+                                    stderr=subprocess.STDOUT)
+
     while pending or running:
         while pending and len(running) < jobs:
             run = pending.pop(0)
-            os.makedirs(run.workdir, exist_ok=True)
-            with open(os.path.join(run.workdir, "log.txt"), "ab") as log:
-                proc = subprocess.Popen(command(suite, run, data, extra), stdout=log,
-                                        stderr=subprocess.STDOUT)
-            running.append((run, proc, _epochs_done(run)))
+            todo[run.workdir] = stages(suite, run, data, extra, linear_extra)
+            running.append((run, launch(run), _epochs_done(run)))
         now = time.time()
         state, line = progress(order, running, pending, ended, now - t0)
         if state != last_state or now - last_print >= heartbeat_seconds:
@@ -440,9 +528,12 @@ def run_suite(suite_name, seeds=1, jobs=None, resume=False, workdir=None, data=N
         time.sleep(poll_seconds)
         still = []
         for entry in running:
-            run, proc, _ = entry
+            run, proc, first_epochs = entry
             if proc.poll() is None:
                 still.append(entry)
+                continue
+            if proc.returncode == 0 and todo[run.workdir]:  # its next stage, same slot
+                still.append((run, launch(run), first_epochs))
                 continue
             ended.append(entry)
             if proc.returncode != 0 or not run.finished():
@@ -458,8 +549,13 @@ def run_suite(suite_name, seeds=1, jobs=None, resume=False, workdir=None, data=N
     rows = write_results(suite_name, suite, runs, workdir, seeds)
     if plots:
         t_plots = time.time()
-        plot_accuracy_vs_time(rows, os.path.join(workdir, "accuracy_vs_time.png"),
-                              f"{suite_name}: top-1 against training time")
+        if suite.selfsup:
+            plot_accuracy_vs_time(rows, os.path.join(workdir, "accuracy_vs_time.png"),
+                                  f"{suite_name}: linear top-1 against pretraining time",
+                                  ylabel="linear top-1, median of the last 10 epochs (%)")
+        else:
+            plot_accuracy_vs_time(rows, os.path.join(workdir, "accuracy_vs_time.png"),
+                                  f"{suite_name}: top-1 against training time")
         plot_mask_gallery(runs, os.path.join(workdir, "masks.png"))
         print(f"plots written in {_clock(time.time() - t_plots)}", file=out, flush=True)
     return rows, failed
@@ -470,7 +566,8 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     try:
         rows, failed = run_suite(FLAGS.suite, FLAGS.seeds, FLAGS.jobs, FLAGS.resume,
-                                 FLAGS.suite_workdir, FLAGS.data, FLAGS.run_flag, FLAGS.plots)
+                                 FLAGS.suite_workdir, FLAGS.data, FLAGS.run_flag, FLAGS.plots,
+                                 linear_extra=FLAGS.linear_flag)
     except ValueError as e:
         raise app.UsageError(str(e)) from None
     workdir = FLAGS.suite_workdir or os.path.join("runs", "reproduce", FLAGS.suite)

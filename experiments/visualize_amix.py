@@ -98,8 +98,12 @@ def backbone_image_size(model):
 def load_images(dataset, split, data_dir, image_size, pairs, seed):
     """`pairs` normalised images of `split` (chosen with `seed`) and the DatasetInfo.
 
-    Without TensorFlow an .npz data set is read by `keras_amix.data.arrays`
-    (no resizing: `image_size` must be the stored size)."""
+    They are drawn from a pool of the split's first `POOL_SIZE` images; on a
+    split grouped by class (a folder, the package's .npz files) the pool is
+    the first images of every class instead, or every pair would be of the
+    first class. Without TensorFlow an .npz data set is read by
+    `keras_amix.data.arrays` (no resizing: `image_size` must be the stored
+    size)."""
     import importlib.util
 
     import numpy as np
@@ -111,13 +115,20 @@ def load_images(dataset, split, data_dir, image_size, pairs, seed):
         if split not in splits:
             raise ValueError(f"`--split`={split!r} is not a split of {dataset!r}; it holds "
                              f"{sorted(splits)}.")
-        pool = [part[:POOL_SIZE] for part in splits[split]]
+        split_images, labels = splits[split]
+        keep = np.arange(len(labels))
+        per_class = _pool_per_class(labels)
+        if per_class:
+            keep = data_lib.arrays.first_per_class(labels, per_class)
+        keep = keep[:POOL_SIZE]
         images = data_lib.ArrayBatches(
-            *pool, batch_size=POOL_SIZE, num_classes=info.num_classes, training=False,
-            image_size=image_size, mean=info.mean, std=info.std)[0][0]
+            split_images[keep], labels[keep], batch_size=POOL_SIZE,
+            num_classes=info.num_classes, training=False, image_size=image_size,
+            mean=info.mean, std=info.std)[0][0]
     else:
         info = data_lib.info(dataset, data_dir=data_dir)
-        ds = data_lib.load(dataset, split, data_dir=data_dir)
+        per_class = _pool_per_class(data_lib.split_labels(dataset, split, data_dir=data_dir))
+        ds = data_lib.load(dataset, split, data_dir=data_dir, per_class_limit=per_class)
         ds = data_lib.pipeline(ds.take(POOL_SIZE), batch_size=POOL_SIZE,
                                num_classes=info.num_classes, training=False,
                                image_size=image_size, mean=info.mean, std=info.std)
@@ -129,6 +140,18 @@ def load_images(dataset, split, data_dir, image_size, pairs, seed):
         )
     chosen = np.sort(np.random.default_rng(seed).choice(len(images), pairs, replace=False))
     return images[chosen], info
+
+
+def _pool_per_class(labels):
+    """Images per class for a pool spread over every class of a split grouped
+    by class (None: the first `POOL_SIZE` images do; labels None: TFDS)."""
+    import numpy as np
+
+    from experiments import common
+
+    if labels is None or not common.grouped_by_class(labels):
+        return None
+    return -(-POOL_SIZE // len(np.unique(labels)))
 
 
 def plot(images, masks, mixed, perm, lams, mean, std, out, title=None, stretch_masks=False):

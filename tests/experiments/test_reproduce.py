@@ -29,6 +29,8 @@ def test_every_suite_row_is_a_valid_binary_method(tmp_path, resolve_supervised):
     from experiments import train_supervised
 
     for name, suite in reproduce.SUITES.items():
+        if suite.selfsup:
+            continue  # test_self_supervised_suite_commands_resolve
         for run in reproduce.plan(suite, 1, str(tmp_path / name)):
             row = run.row
             methods = [f.split("=", 1)[1] for f in row.flags if f.startswith("--method=")]
@@ -43,6 +45,43 @@ def test_every_suite_row_is_a_valid_binary_method(tmp_path, resolve_supervised):
     amix = reproduce.SUITES["cifar10-5k"].rows[-1]
     cfg = resolve_supervised([*amix.flags, "--preset=cpu_cifar10"])
     assert cfg.phi_lam_adjust and "var_weight=10" in cfg.mix_block
+
+
+def _resolve(binary, argv):
+    """The config `binary` (a module of experiments/) resolves from `argv`."""
+    binary.FLAGS.unparse_flags()
+    binary.FLAGS([binary.__name__, *argv])
+    try:
+        return binary.resolve_config()
+    finally:
+        binary.FLAGS.unparse_flags()
+
+
+def test_self_supervised_suite_commands_resolve(tmp_path):
+    """Each run of `ssl-cifar10`: pretraining by train_selfsup into RUN/pretrain,
+    then linear_eval of its encoder.keras into RUN; both command lines resolve."""
+    from experiments import linear_eval
+    from experiments import train_selfsup
+
+    suite = reproduce.SUITES["ssl-cifar10"]
+    assert suite.selfsup and suite.base == "mocov2"
+    labels = {row.label for row in suite.rows}
+    assert labels == {"mocov2", "mixup", "inter_intra", "puzzlemix_c", "amix_i", "amix_c"}
+    assert {row.label for row in suite.rows if row.learnable} == {"amix_i", "amix_c"}
+    for run in reproduce.plan(suite, 1, str(tmp_path)):
+        assert run.train_dir == os.path.join(run.workdir, "pretrain")
+        pretrain, linear = reproduce.stages(suite, run, data="/tmp/data")
+        assert pretrain[2] == "experiments.train_selfsup" and linear[2] == "experiments.linear_eval"
+        cfg = _resolve(train_selfsup, pretrain[3:])
+        assert cfg.method == run.row.label and cfg.epochs == 200 and cfg.dataset == "/tmp/data"
+        assert f"--workdir={run.train_dir}" in pretrain
+        cfg = _resolve(linear_eval, linear[3:])
+        assert cfg.encoder == os.path.join(run.train_dir, "encoder.keras")
+        assert f"--workdir={run.workdir}" in linear and cfg.dataset == "/tmp/data"
+        # A finished pretraining is not redone: only the linear evaluation is left.
+        os.makedirs(run.train_dir)
+        _finish(reproduce.Run(None, 0, run.train_dir), [], [1.0])
+        assert reproduce.stages(suite, run, data="/tmp/data") == [linear]
 
 
 def test_smoke_suite_covers_every_supervised_method():
@@ -70,8 +109,8 @@ def test_aggregate_median_of_last_ten_mean_and_std_by_hand(tmp_path):
     # s/epoch: the median per run (2.0 and 4.0), then the mean.
     assert vanilla["seconds_per_epoch"] == pytest.approx(3.0)
     assert amix["top1_std"] is None and amix["top1_momentum"] == pytest.approx(0.7)
-    assert amix["cost_vs_vanilla"] == pytest.approx(6.0 / 3.0)
-    text = reproduce.markdown("toy", rows, 2)
+    assert amix["cost_vs_base"] == pytest.approx(6.0 / 3.0)
+    text = reproduce.markdown("toy", suite, rows, 2)
     assert "| vanilla | 2 | 28.25 ± 30.76 |" in text
     assert "| amix | 1 | 80.00 | 70.00 | 6.0 | 2.00× |" in text
 
@@ -195,6 +234,59 @@ class _FakeTrainer:
             _finish(run, [0.5] * 10, [2.0])
             self.returncode = 0
         return self.returncode
+
+
+def test_self_supervised_runs_pretrain_then_evaluate_in_one_slot(tmp_path, monkeypatch):
+    import io
+
+    suite = reproduce.Suite(rows=(reproduce.Row("mocov2", ("--method=mocov2",)),
+                                  reproduce.Row("amix_i", ("--method=amix_i",), cost=3.2)),
+                            linear_flags=(), base="mocov2")
+    monkeypatch.setitem(reproduce.SUITES, "toy_ssl", suite)
+    launched = []
+
+    class FakeBinary:
+        """Ends on its second poll with its outputs: pretraining s/epoch (5 s for
+        MoCo v2, 15 s for AMix-I) or the linear evaluation's history."""
+
+        def __init__(self, cmd, stdout=None, stderr=None):
+            self.binary = cmd[2]
+            self.workdir = next(a.split("=", 1)[1] for a in cmd if a.startswith("--workdir="))
+            self.polls, self.returncode = 0, None
+            launched.append((self.binary.split(".")[1], os.path.relpath(self.workdir, tmp_path)))
+
+        def poll(self):
+            self.polls += 1
+            if self.polls < 2:
+                return None
+            run = reproduce.Run(None, 0, self.workdir)
+            if self.binary == "experiments.train_selfsup":
+                _finish(run, [], [1.0, 15.0 if "amix_i" in self.workdir else 5.0])
+            else:
+                _finish(run, [0.4] * 10, [0.1])
+            self.returncode = 0
+            return 0
+
+    monkeypatch.setattr(reproduce.subprocess, "Popen", FakeBinary)
+    rows, failed = reproduce.run_suite("toy_ssl", workdir=str(tmp_path), plots=False,
+                                       poll_seconds=0, out=io.StringIO())
+    assert not failed
+    # AMix-I (learned) first; each run's linear evaluation right after its pretraining.
+    assert launched == [("train_selfsup", "amix_i/seed0/pretrain"), ("linear_eval", "amix_i/seed0"),
+                        ("train_selfsup", "mocov2/seed0/pretrain"), ("linear_eval", "mocov2/seed0")]
+    mocov2, amix_i = rows
+    assert mocov2["top1"] == amix_i["top1"] == pytest.approx(0.4)
+    assert (mocov2["seconds_per_epoch"], amix_i["seconds_per_epoch"]) == (3.0, 8.0)
+    assert amix_i["cost_vs_base"] == pytest.approx(8.0 / 3.0)
+    text = open(tmp_path / "results.md").read()
+    assert "| row | seeds done | linear top-1 | pretraining s / epoch | cost vs mocov2 |" in text
+    assert "| amix_i | 1 | 40.00 | 8.0 | 2.67× |" in text
+    # A run whose linear evaluation is missing redoes only that.
+    os.remove(tmp_path / "amix_i" / "seed0" / "metrics.json")
+    launched.clear()
+    reproduce.run_suite("toy_ssl", workdir=str(tmp_path), resume=True, plots=False,
+                        poll_seconds=0, out=io.StringIO())
+    assert launched == [("linear_eval", "amix_i/seed0")]
 
 
 def test_runs_start_seed_by_seed_learned_rows_first():

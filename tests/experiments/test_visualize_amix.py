@@ -57,6 +57,31 @@ def test_visualize_writes_png_beside_checkpoint_with_backbone_size(tmp_path):
         assert 0.0 <= values["mask_mean"] <= 1.0 and values["mask_spatial_std"] >= 0.0
 
 
+@pytest.mark.backend_independent
+@pytest.mark.parametrize("tensorflow", [True, False])
+def test_pairs_come_from_every_class_of_a_split_grouped_by_class(tmp_path, monkeypatch,
+                                                                 tensorflow):
+    """8 classes of 50 images in class order: the first 256 images hold 6
+    classes; the pool holds the first 32 of each class, so all 8."""
+    import importlib.util
+
+    classes = np.repeat(np.arange(8), 50)
+    path = str(tmp_path / "grouped.npz")
+    images = np.broadcast_to((classes * 30).astype("uint8")[:, None, None, None], (400, 4, 4, 3))
+    np.savez(path, x_test=images, y_test=classes)
+    if not tensorflow:
+        find_spec = importlib.util.find_spec
+        monkeypatch.setattr(importlib.util, "find_spec",
+                            lambda name, *a: None if name == "tensorflow" else find_spec(name, *a))
+    pool, _ = va.load_images(path, "test", None, 4, va.POOL_SIZE, seed=0)
+    values = np.unique(np.round(pool[:, 0, 0, 0], 4))
+    assert len(pool) == va.POOL_SIZE and len(values) == 8
+    # Not grouped by class (a shuffled split): the first 256 images, as before.
+    np.savez(path, x_test=images[::-1][np.argsort(np.arange(400) % 50, kind="stable")],
+             y_test=classes[::-1][np.argsort(np.arange(400) % 50, kind="stable")])
+    assert va._pool_per_class(np.load(path)["y_test"]) is None
+
+
 def test_dataset_defaults_to_the_runs_config_json(tmp_path):
     checkpoint = _amix_checkpoint(str(tmp_path / "run"))
     data = _npz(tmp_path / "tiny.npz")
