@@ -420,7 +420,12 @@ def train(cfg, workdir, extra_callbacks=()):
             and common.tensorflow_available()):
         from keras_amix.training.callbacks import MixImageSummary
 
-        mask_images = common.first_images(test_ds, 8)  # normalised, as the model sees them
+        from experiments import visualize_amix
+
+        # Normalised, as the model sees them; drawn as masks.png draws its pairs (from
+        # every class of a split grouped by class, where the first 8 are one class).
+        mask_images, _ = visualize_amix.load_images(cfg.dataset, cfg.test_split, cfg.data_dir,
+                                                    cfg.image_size, 8, cfg.seed, at_most=True)
         extra.append(MixImageSummary(
             os.path.join(workdir, "tensorboard", "masks"), mask_images, mean=info.mean,
             std=info.std, seed=cfg.seed, every_n_epochs=cfg.mask_summary_every))

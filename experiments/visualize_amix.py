@@ -95,8 +95,9 @@ def backbone_image_size(model):
     return None
 
 
-def load_images(dataset, split, data_dir, image_size, pairs, seed):
-    """`pairs` normalised images of `split` (chosen with `seed`) and the DatasetInfo.
+def load_images(dataset, split, data_dir, image_size, pairs, seed, at_most=False):
+    """`pairs` normalised images of `split` (chosen with `seed`) and the DatasetInfo
+    (`at_most`: fewer where the split holds fewer, else a ValueError).
 
     They are drawn from a pool of the split's first `POOL_SIZE` images; on a
     split grouped by class (a folder, the package's .npz files) the pool is
@@ -133,6 +134,8 @@ def load_images(dataset, split, data_dir, image_size, pairs, seed):
                                num_classes=info.num_classes, training=False,
                                image_size=image_size, mean=info.mean, std=info.std)
         images = next(iter(ds))[0].numpy()
+    if at_most:
+        pairs = min(pairs, len(images))
     if len(images) < pairs:
         raise ValueError(
             f"`--pairs`={pairs} needs {pairs} images but split {split!r} of {dataset!r} "
