@@ -261,10 +261,10 @@ def linear_command(suite, run, data=None, extra=()):
 
 def stages(suite, run, data=None, extra=(), linear_extra=()):
     """The commands a run still needs, in order (a finished pretraining is not redone)."""
-    todo = [] if suite.selfsup and run.trained() else [command(suite, run, data, extra)]
-    if suite.selfsup:
-        todo.append(linear_command(suite, run, data, linear_extra))
-    return todo
+    if not suite.selfsup:
+        return [command(suite, run, data, extra)]
+    pretrain = [] if run.trained() else [command(suite, run, data, extra)]
+    return pretrain + [linear_command(suite, run, data, linear_extra)]
 
 
 # ------------------------------------------------------------------ results
@@ -549,13 +549,10 @@ def run_suite(suite_name, seeds=1, jobs=None, resume=False, workdir=None, data=N
     rows = write_results(suite_name, suite, runs, workdir, seeds)
     if plots:
         t_plots = time.time()
-        if suite.selfsup:
-            plot_accuracy_vs_time(rows, os.path.join(workdir, "accuracy_vs_time.png"),
-                                  f"{suite_name}: linear top-1 against pretraining time",
-                                  ylabel="linear top-1, median of the last 10 epochs (%)")
-        else:
-            plot_accuracy_vs_time(rows, os.path.join(workdir, "accuracy_vs_time.png"),
-                                  f"{suite_name}: top-1 against training time")
+        labels = ((f"{suite_name}: linear top-1 against pretraining time",
+                   "linear top-1, median of the last 10 epochs (%)") if suite.selfsup
+                  else (f"{suite_name}: top-1 against training time",))
+        plot_accuracy_vs_time(rows, os.path.join(workdir, "accuracy_vs_time.png"), *labels)
         plot_mask_gallery(runs, os.path.join(workdir, "masks.png"))
         print(f"plots written in {_clock(time.time() - t_plots)}", file=out, flush=True)
     return rows, failed
