@@ -49,13 +49,15 @@ from experiments import common
 
 @dataclasses.dataclass(frozen=True)
 class Row:
-    """One table row: a label, the binary flags that make it, and its run time
+    """One table row: a label, the binary flags that make it, its run time
     relative to the suite's base row (None: `LEARNED_COST` for a learned
-    method, else 1), for the time-left estimate."""
+    method, else 1), for the time-left estimate, and whether it is a follow-up
+    (a variant of a method, started only after every seed of the other rows)."""
 
     label: str
     flags: tuple  # ("--method=amix", "--mix_block=attention=cross", ...)
     cost: float = None
+    followup: bool = False
 
     @property
     def learnable(self):
@@ -122,18 +124,21 @@ SUITES = {
         jobs=2,
         description="every method, 1 tiny epoch (CI: about 300 CPU-s, 2 runs at a time)"),
     "cifar10-5k": Suite(
-        # After the methods: each learned method with the other momentum schedule than
-        # its default (AMix: the short-run rule; AutoMix: as written, 0.999 -> 1). The
-        # rule makes the momentum encoder useful early but delays AMix's escape from its
-        # flat start and saturates AutoMix's masks (BUILD_NOTES 2026-12-02, 2026-12-03).
-        # Last, AMix with the two package options that keep the demo's masks structured
-        # (φ's λ adjusting, a 5x variance term; BUILD_NOTES 2026-12-07), to see what they
-        # do at this budget before either becomes a default.
+        # After the nine methods (follow-ups: started once every seed of those has, so
+        # a suite stopped part-way holds the issue's table first): each learned method
+        # with the other momentum schedule than its default (AMix: the short-run rule;
+        # AutoMix: as written, 0.999 -> 1). The rule makes the momentum encoder useful
+        # early but delays AMix's escape from its flat start and saturates AutoMix's
+        # masks (BUILD_NOTES 2026-12-02, 2026-12-03). Last, AMix with the two package
+        # options that keep the demo's masks structured (φ's λ adjusting, a 5x variance
+        # term; BUILD_NOTES 2026-12-07), to see what they do at this budget before
+        # either becomes a default.
         rows=_methods("vanilla", *_STATIC, "automix", "amix") + (
-            Row("automix[rule]", ("--method=automix", "--momentum_horizon=0.02")),
-            Row("amix[m=0.999]", ("--method=amix", "--momentum_horizon=0")),
+            Row("automix[rule]", ("--method=automix", "--momentum_horizon=0.02"),
+                followup=True),
+            Row("amix[m=0.999]", ("--method=amix", "--momentum_horizon=0"), followup=True),
             Row("amix[phi-adjust,var=10]", ("--method=amix", "--phi_lam_adjust",
-                                            "--mix_block=var_weight=10"))),
+                                            "--mix_block=var_weight=10"), followup=True)),
         flags=_CPU_CIFAR10, needs_data=True,
         description="DESIGN §12 budget: CIFAR-10 JPEG copy, 500 images per class, 100 epochs"),
     "ablation-mb": Suite(
@@ -226,12 +231,12 @@ def plan(suite, seeds, workdir):
 
 
 def launch_order(runs):
-    """The order runs start in: seed by seed, so a suite stopped part-way (a CPU
-    run continued over days with `--resume`) holds whole tables of its first
-    seeds rather than every seed of its first rows; within a seed the AutoMix /
-    AMix runs (the longest, 2-3x vanilla) first, so the short runs fill every
-    slot at the end."""
-    return sorted(runs, key=lambda run: (run.seed, not run.row.learnable))
+    """The order runs start in: the follow-up rows last; before them, seed by
+    seed, so a suite stopped part-way (a CPU run continued over days with
+    `--resume`) holds whole tables of its first seeds rather than every seed of
+    its first rows; within a seed the AutoMix / AMix runs (the longest, 2-3x
+    vanilla) first, so the short runs fill every slot at the end."""
+    return sorted(runs, key=lambda run: (run.row.followup, run.seed, not run.row.learnable))
 
 
 def _slug(label):

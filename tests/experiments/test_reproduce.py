@@ -289,12 +289,21 @@ def test_self_supervised_runs_pretrain_then_evaluate_in_one_slot(tmp_path, monke
     assert launched == [("linear_eval", "amix_i/seed0")]
 
 
-def test_runs_start_seed_by_seed_learned_rows_first():
-    suite = reproduce.Suite(rows=reproduce._methods("vanilla", "mixup", "amix"))
+def test_runs_start_seed_by_seed_learned_rows_first_followups_last():
+    suite = reproduce.Suite(rows=reproduce._methods("vanilla", "mixup", "amix") + (
+        reproduce.Row("amix[x]", ("--method=amix", "--x"), followup=True),))
     runs = reproduce.plan(suite, seeds=2, workdir="w")
     assert [(r.row.label, r.seed) for r in runs][:2] == [("vanilla", 0), ("vanilla", 1)]
     assert [(r.row.label, r.seed) for r in reproduce.launch_order(runs)] == [
-        ("amix", 0), ("vanilla", 0), ("mixup", 0), ("amix", 1), ("vanilla", 1), ("mixup", 1)]
+        ("amix", 0), ("vanilla", 0), ("mixup", 0), ("amix", 1), ("vanilla", 1), ("mixup", 1),
+        ("amix[x]", 0), ("amix[x]", 1)]
+    # The suite of issue 12: its nine methods of every seed before its three variants.
+    cifar = reproduce.SUITES["cifar10-5k"]
+    order = reproduce.launch_order(reproduce.plan(cifar, seeds=3, workdir="w"))
+    assert {r.row.label for r in order[:27]} == {
+        "vanilla", "mixup", "cutmix", "fmix", "saliencymix", "resizemix", "puzzlemix",
+        "automix", "amix"}
+    assert all(r.row.followup for r in order[27:])
 
 
 def test_runner_keeps_jobs_busy_reports_failures_and_resumes(tmp_path, monkeypatch):
