@@ -30,6 +30,8 @@ Examples:
         --data=cifar10_5k.npz --run_flag=--epochs=400
     python -m experiments.reproduce --suite=cifar10-5k --seeds=3 --jobs=1 \
         --data=/tmp/data/cifar10-jpg --resume
+    python -m experiments.reproduce --suite=cifar10-5k --seeds=3 \
+        --suite_workdir=runs/reproduce/cifar10-5k --report   # the table so far
 """
 
 import dataclasses
@@ -197,6 +199,9 @@ flags.DEFINE_multi_string("run_flag", [], "Extra flag for every run (self-superv
 flags.DEFINE_multi_string("linear_flag", [], "Self-supervised suites: an extra flag for "
                           "every linear evaluation (repeatable).", flag_values=FLAGS)
 flags.DEFINE_bool("plots", True, "Write accuracy_vs_time.png and masks.png.", flag_values=FLAGS)
+flags.DEFINE_bool("report", False, "Start nothing: write the tables and plots of the runs "
+                  "finished so far in `--suite_workdir` (a suite continued over days).",
+                  flag_values=FLAGS)
 
 
 @dataclasses.dataclass
@@ -488,9 +493,10 @@ def progress(runs, running, pending, ended, elapsed):
 
 def run_suite(suite_name, seeds=1, jobs=None, resume=False, workdir=None, data=None, extra=(),
               plots=True, poll_seconds=1.0, heartbeat_seconds=60.0, out=sys.stdout,
-              linear_extra=()):
+              linear_extra=(), report=False):
     """Runs a suite (`jobs` runs at a time; None: the suite's default); returns
-    (rows, failed runs)."""
+    (rows, failed runs). `report=True` starts nothing: the tables and plots of
+    the runs already finished in `workdir`."""
     if suite_name not in SUITES:
         raise ValueError(f"`suite` must be one of {sorted(SUITES)}; received {suite_name!r}.")
     suite = SUITES[suite_name]
@@ -498,17 +504,21 @@ def run_suite(suite_name, seeds=1, jobs=None, resume=False, workdir=None, data=N
     for name, value in (("seeds", seeds), ("jobs", jobs)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"`{name}` must be an int >= 1; received {name}={value!r}.")
-    if suite.needs_data and not data:
+    workdir = workdir or os.path.join("runs", "reproduce", suite_name)
+    if report:
+        if not os.path.isdir(workdir):
+            raise ValueError("With `report`, `suite_workdir` must be the folder of a suite "
+                             f"begun earlier; received {workdir!r}, not a folder.")
+    elif suite.needs_data and not data:
         raise ValueError(f"Suite {suite_name!r} runs on data that is not embedded: pass "
                          "`--data` (e.g. --data=/tmp/data/cifar10-jpg).")
-    workdir = workdir or os.path.join("runs", "reproduce", suite_name)
     runs = plan(suite, seeds, workdir)
-    if not resume and any(os.path.exists(run.workdir) for run in runs):
+    if not (resume or report) and any(os.path.exists(run.workdir) for run in runs):
         raise ValueError(f"{workdir!r} already holds runs of this suite: pass `--resume` to "
                          "continue it, or choose another `--suite_workdir`.")
     os.makedirs(workdir, exist_ok=True)
     order = launch_order(runs)  # results keep the table order
-    pending = [run for run in order if not run.finished()]
+    pending = [] if report else [run for run in order if not run.finished()]
     running, failed, ended = [], [], []
     t0 = time.time()
     last_state, last_print = None, t0
@@ -569,7 +579,7 @@ def main(argv):
     try:
         rows, failed = run_suite(FLAGS.suite, FLAGS.seeds, FLAGS.jobs, FLAGS.resume,
                                  FLAGS.suite_workdir, FLAGS.data, FLAGS.run_flag, FLAGS.plots,
-                                 linear_extra=FLAGS.linear_flag)
+                                 linear_extra=FLAGS.linear_flag, report=FLAGS.report)
     except ValueError as e:
         raise app.UsageError(str(e)) from None
     workdir = FLAGS.suite_workdir or os.path.join("runs", "reproduce", FLAGS.suite)

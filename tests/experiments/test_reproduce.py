@@ -327,6 +327,16 @@ def test_runner_keeps_jobs_busy_reports_failures_and_resumes(tmp_path, monkeypat
                            "run 2/3 vanilla seed 0: epoch 0/?\n")
     assert "FAILED (exit 1): cutmix seed 0" in text
     assert text.splitlines()[-1].startswith("[2/3 done] 3 run(s) ended here (1 failed) in ")
+    # --report starts nothing and tables the finished runs (a suite continued over days).
+    os.remove(tmp_path / "results.md")
+    monkeypatch.setattr(reproduce.subprocess, "Popen", None)  # any launch would fail
+    rows, failed = reproduce.run_suite("toy", workdir=str(tmp_path), report=True, plots=False,
+                                       poll_seconds=0, out=io.StringIO())
+    assert [r["n"] for r in rows] == [1, 0, 1] and not failed
+    assert "| cutmix | 0 |" in open(tmp_path / "results.md").read()
+    with pytest.raises(ValueError, match="`report`.*`suite_workdir`.*nowhere', not a folder"):
+        reproduce.run_suite("toy", workdir=str(tmp_path / "nowhere"), report=True)
+    monkeypatch.setattr(reproduce.subprocess, "Popen", _FakeTrainer)
     # --resume reruns the failed run only.
     monkeypatch.setattr(_FakeTrainer, "fail_row", None)
     rows, failed = reproduce.run_suite("toy", workdir=str(tmp_path), resume=True, jobs=1,
