@@ -1,8 +1,9 @@
 """Data: dataset sources, tf.data pipelines and augmentations (TensorFlow lives here).
 
 Without TensorFlow installed only the TF-free parts load: `arrays` (in-memory
-`.npz` data as a `keras.utils.PyDataset`), `registry`, `DATASETS` and
-`DatasetInfo`; the other names raise an ImportError that says so.
+`.npz` data as a `keras.utils.PyDataset`), `npz` (the `.npz` format, read and
+checked once for both input paths), `registry`, `DatasetInfo` and `DATASETS`;
+the other names raise an ImportError that says so.
 
 Public API:
     load(name_or_path, split, *, data_dir=None, download=False, with_ids=False,
@@ -22,6 +23,7 @@ Public API:
     random_grayscale, random_gaussian_blur, gaussian_blur, normalize:
         stateless batch ops for tf.data maps.
     arrays.load_npz(path) -> ({split: (images, labels)}, DatasetInfo)
+        (= npz.load; `load` and `info` read .npz files through `npz` too)
     ArrayBatches(images, labels, *, batch_size, num_classes, training, ...):
         TF-free keras.utils.PyDataset twin of `pipeline` for in-memory uint8 arrays.
     TwoViewBatches(images, labels, *, batch_size, num_classes, image_size, ...):
@@ -32,6 +34,7 @@ Public API:
 import importlib.util
 
 from keras_amix.data import arrays
+from keras_amix.data import npz
 from keras_amix.data import registry
 from keras_amix.data.arrays import ArrayBatches
 from keras_amix.data.arrays import TwoViewBatches

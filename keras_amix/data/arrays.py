@@ -14,58 +14,20 @@ import keras
 import numpy as np
 
 from keras_amix.data import crop
+from keras_amix.data import npz
 from keras_amix.data import numpy_augment
-from keras_amix.data import registry
 
 AUGMENTS = (None, "none", "cifar")
 
 
 def load_npz(path):
-    """Reads an `.npz` data set: `({split: (images, labels)}, DatasetInfo)`.
-
-    Keys `x_<split>` / `y_<split>` (and `images` / `labels` as "train"), as
-    `keras_amix.data.load` reads them; `num_classes` from a `num_classes` or
-    `class_names` key, else 1 + the largest label. Images must be uint8
-    `(N, H, W)`, `(N, H, W, 1)` or `(N, H, W, 3)` (grey is repeated to RGB);
-    labels integers. The info carries ImageNet statistics, as
-    `keras_amix.data.info(<.npz>)` does.
+    """Reads an `.npz` data set: `({split: (images, labels)}, DatasetInfo)`,
+    images uint8 `(N, H, W, 3)` and labels int64 `(N,)`, checked and converted
+    as `keras_amix.data.load` reads the file (`keras_amix.data.npz`: grey
+    repeated to RGB, [0, 1] floats scaled, `(N, 1)` labels flattened). The
+    info carries ImageNet statistics, as `keras_amix.data.info(<.npz>)` does.
     """
-    with np.load(path, allow_pickle=False) as data:
-        contents = {key: data[key] for key in data.files}
-    pairs = {"train": ("images", "labels")} if "images" in contents else {}
-    pairs.update({key[2:]: (key, "y_" + key[2:]) for key in contents if key.startswith("x_")})
-    splits = {split: (contents[x], contents[y]) for split, (x, y) in pairs.items()
-              if y in contents}
-    if not splits:
-        raise ValueError(f"The .npz file {path!r} holds keys {sorted(contents)}; expected "
-                         "x_<split>/y_<split> pairs or images/labels.")
-    for split, (images, labels) in splits.items():
-        where = f"split {split!r} of {path!r}"
-        if images.dtype != np.uint8 or images.ndim not in (3, 4) or (
-                images.ndim == 4 and images.shape[-1] not in (1, 3)):
-            raise ValueError(f"Images of {where} must be uint8 (N, H, W[, 1 or 3]) for the "
-                             f"NumPy input; received {images.dtype} {images.shape}. Use "
-                             "--input=tfdata (TensorFlow) for other images.")
-        if not np.issubdtype(labels.dtype, np.integer) or labels.shape != images.shape[:1]:
-            raise ValueError(f"Labels of {where} must be {len(images)} integers; received "
-                             f"{labels.dtype} {labels.shape}.")
-        images = images if images.ndim == 4 else images[..., None]
-        splits[split] = (np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images,
-                         labels.astype(np.int64))
-    if "num_classes" in contents:
-        num_classes = int(contents["num_classes"])
-    elif "class_names" in contents:
-        num_classes = len(contents["class_names"])
-    else:
-        num_classes = 1 + max(int(labels.max(initial=-1)) for _, labels in splits.values())
-    sizes = {images.shape[1:3] for images, _ in splits.values()}
-    info = registry.DatasetInfo(
-        name=path, num_classes=num_classes, image_size=sizes.pop() if len(sizes) == 1 else None,
-        channels=3, mean=registry.IMAGENET_MEAN, std=registry.IMAGENET_STD,
-        splits=tuple(splits),
-        num_examples={split: len(labels) for split, (_, labels) in splits.items()},
-        augment="cifar", source="npz")
-    return splits, info
+    return npz.load(path)
 
 
 def first_per_class(labels, limit):

@@ -13,6 +13,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from keras_amix.data import npz
 from keras_amix.data import registry
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -101,7 +102,7 @@ def load(
         images, labels = _digits_split(split, key)
         return _from_arrays(images, labels, with_ids, per_class_limit, shuffle_files)
     if kind == "npz":
-        images, labels, _ = _npz_split(root, split)
+        images, labels, _ = npz.split(root, split)
         return _from_arrays(images, labels, with_ids, per_class_limit, shuffle_files)
     listing = _list_files(kind, root)
     _check_split(split, tuple(listing["splits"]), str(name_or_path))
@@ -136,7 +137,7 @@ def split_labels(name_or_path, split, *, data_dir=None, per_class_limit=None):
     if kind == "digits":
         _, labels = _digits_split(split, key)
     elif kind == "npz":
-        _, labels, _ = _npz_split(root, split)
+        labels = npz.labels(root, split)
     else:
         listing = _list_files(kind, root)
         _check_split(split, tuple(listing["splits"]), str(name_or_path))
@@ -163,7 +164,7 @@ def info(name_or_path, data_dir=None):
     if kind in ("tfds", "digits"):
         return registry.DATASETS[key]
     if kind == "npz":
-        return _npz_info(root)
+        return npz.info(root)
     listing = _list_files(kind, root)
     classes = listing["classes"]
     splits = listing["splits"]
@@ -381,7 +382,7 @@ def _digits_split(split, key="digits"):
     if key == "scattered_digits":
         images = _scatter(images, registry.SCATTERED_DIGITS_CANVAS,
                           seed=0 if split == "train" else 1)
-    return _as_uint8_rgb(images, key), labels
+    return npz.as_uint8_rgb(images, key), labels
 
 
 def _scatter(images, canvas, seed):
@@ -392,112 +393,6 @@ def _scatter(images, canvas, seed):
     for image, big, (top, left) in zip(images, out, offsets):
         big[top:top + height, left:left + width] = image
     return out
-
-
-def _as_uint8_rgb(images, where):
-    images = np.asarray(images)
-    if images.ndim == 3:
-        images = images[..., None]
-    if images.ndim != 4 or images.shape[-1] not in (1, 3):
-        raise ValueError(
-            f"Images in {where} must have shape (N, H, W), (N, H, W, 1) or "
-            f"(N, H, W, 3). Received shape {images.shape}."
-        )
-    if not (np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating)):
-        raise ValueError(
-            f"Images in {where} must have an integer or float dtype; received "
-            f"dtype {images.dtype}."
-        )
-    if np.issubdtype(images.dtype, np.floating):
-        bad = int(np.size(images) - np.count_nonzero(np.isfinite(images)))
-        if bad:
-            raise ValueError(
-                f"Images in {where} hold {bad} non-finite pixel value(s) (NaN or "
-                "inf); every pixel must be finite (uint8 0..255, or floats in "
-                "[0, 1] or [0, 255])."
-            )
-    if images.shape[-1] == 1:
-        images = np.repeat(images, 3, axis=-1)
-    if images.dtype != np.uint8:
-        images = images.astype(np.float64)
-        if images.size and images.max() <= 1.0:
-            images = images * 255.0
-        images = np.clip(np.round(images), 0, 255).astype(np.uint8)
-    return images
-
-
-def _npz_contents(path):
-    with np.load(path, allow_pickle=False) as data:
-        contents = {key: data[key] for key in data.files}
-    splits = {}
-    if "images" in contents and "labels" in contents:
-        splits["train"] = (contents["images"], contents["labels"])
-    for key in contents:
-        if key.startswith("x_") and "y_" + key[2:] in contents:
-            splits[key[2:]] = (contents[key], contents["y_" + key[2:]])
-    if not splits:
-        raise ValueError(
-            f"The .npz file '{path}' holds keys {sorted(contents)}; expected "
-            "x_<split>/y_<split> pairs or images/labels."
-        )
-    if "num_classes" in contents:
-        num_classes = int(contents["num_classes"])
-    elif "class_names" in contents:
-        num_classes = len(contents["class_names"])
-    else:
-        num_classes = 1 + max(
-            int(np.max(labels)) if np.size(labels) else -1 for _, labels in splits.values()
-        )
-    for split, (images, labels) in splits.items():
-        labels = np.asarray(labels)
-        if len(labels) != len(images):
-            raise ValueError(
-                f"Split '{split}' of '{path}' has {len(images)} images but "
-                f"{len(labels)} labels."
-            )
-        if not np.issubdtype(labels.dtype, np.integer):
-            if not np.all(np.equal(np.mod(labels, 1), 0)):
-                raise ValueError(
-                    f"Labels of split '{split}' in '{path}' must be integers; "
-                    f"received dtype {labels.dtype} with fractional values."
-                )
-        bad = (labels < -1) | (labels >= num_classes)
-        if np.any(bad):
-            raise ValueError(
-                f"Labels out of range in split '{split}' of '{path}': "
-                f"received labels {np.unique(labels[bad]).tolist()[:10]}; allowed "
-                f"are 0..{num_classes - 1} (num_classes={num_classes}) and -1 "
-                "for unlabelled samples."
-            )
-    return splits, num_classes
-
-
-def _npz_split(path, split):
-    splits, num_classes = _npz_contents(path)
-    _check_split(split, tuple(splits), path)
-    images, labels = splits[split]
-    return (
-        _as_uint8_rgb(images, f"split '{split}' of '{path}'"),
-        np.asarray(labels).astype(np.int64),
-        num_classes,
-    )
-
-
-def _npz_info(path):
-    splits, num_classes = _npz_contents(path)
-    sizes = {tuple(np.shape(images)[1:3]) for images, _ in splits.values()}
-    return registry.DatasetInfo(
-        name=path,
-        num_classes=num_classes,
-        image_size=sizes.pop() if len(sizes) == 1 else None,
-        channels=3,
-        mean=registry.IMAGENET_MEAN,
-        std=registry.IMAGENET_STD,
-        splits=tuple(splits),
-        num_examples={split: len(labels) for split, (_, labels) in splits.items()},
-        augment="cifar",
-        source="npz",
-    )
 
 
 def _limit_indices(labels, per_class_limit):

@@ -166,8 +166,20 @@ def test_load_npz(tmp_path):
     np.testing.assert_array_equal(images[..., 2], grey)  # grey repeated to RGB
     assert arrays.first_per_class(labels, 1).tolist() == [0, 1, 2]
     assert arrays.first_per_class(labels, 2).tolist() == [0, 1, 2, 3, 4]
-    np.savez(path, x_train=grey.astype(np.float32), y_train=np.zeros(5, int))
-    with pytest.raises(ValueError, match="--input=tfdata"):
+    # Float images in [0, 255] and (N, 1) labels (keras.datasets' layout) are read as the
+    # tf.data path reads them; other label shapes and out-of-range labels are refused.
+    np.savez(path, x_train=grey.astype(np.float32), y_train=np.array([[0], [1], [2], [1], [0]]))
+    splits, info = arrays.load_npz(path)
+    np.testing.assert_array_equal(splits["train"][0][..., 0], grey)
+    assert splits["train"][1].tolist() == [0, 1, 2, 1, 0] and info.num_classes == 3
+    np.savez(path, x_train=grey, y_train=np.zeros((5, 2), int))
+    with pytest.raises(ValueError, match=r"split 'train'.*shape \(5,\) or \(5, 1\).*\(5, 2\)"):
+        arrays.load_npz(path)
+    np.savez(path, x_train=grey, y_train=np.array([0, 1, 2, 7, 0]), num_classes=3)
+    with pytest.raises(ValueError, match=r"out of range.*\[7\].*0\.\.2"):
+        arrays.load_npz(path)
+    np.savez(path, x_train=grey, y_train=np.array([0, 0.5, 1, 1, 0]))
+    with pytest.raises(ValueError, match="must be integers.*float64"):
         arrays.load_npz(path)
     np.savez(path, images=grey)
     with pytest.raises(ValueError, match="x_<split>"):

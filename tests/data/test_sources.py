@@ -213,6 +213,26 @@ def test_npz_splits_single_split_and_label_range(tmp_path):
         kd.load(bad, "train")
 
 
+def test_npz_reads_the_same_on_both_input_paths(tmp_path):
+    """One reader (keras_amix.data.npz): the tf.data source and the TF-free
+    `arrays.load_npz` give the same images, labels and info for a file in
+    keras.datasets' layout (float [0, 1] grey images, (N, 1) labels)."""
+    from keras_amix.data import arrays
+
+    path = str(tmp_path / "k.npz")
+    rng = np.random.default_rng(0)
+    np.savez(path, x_train=rng.random((6, 5, 5, 1)), y_train=np.array([[0], [2], [1], [0], [2], [1]]),
+             x_test=rng.random((2, 5, 5, 1)).astype(np.float32), y_test=np.array([[1], [-1]]))
+    splits, info = arrays.load_npz(path)
+    assert info == kd.info(path) and info.num_classes == 3
+    for split, (images, labels) in splits.items():
+        tf_pairs = _collect(kd.load(path, split))
+        np.testing.assert_array_equal(np.stack([x for x, _ in tf_pairs]), images)
+        assert [int(y) for _, y in tf_pairs] == labels.tolist()
+        assert kd.split_labels(path, split).tolist() == labels.tolist()
+    assert splits["test"][1].tolist() == [1, -1] and splits["train"][0].shape == (6, 5, 5, 3)
+
+
 def test_errors_name_argument_value_and_allowed(tmp_path, folder):
     with pytest.raises(ValueError, match=r"name_or_path='nope'.*cifar10.*digits"):
         kd.load("nope", "train")

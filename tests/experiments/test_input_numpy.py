@@ -13,6 +13,7 @@ import pytest
 from experiments import common
 from experiments import train_supervised as ts
 from keras_amix.data import arrays
+from keras_amix.data import registry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Runs a module as `python -m` would, with TensorFlow unimportable.
@@ -62,7 +63,7 @@ def test_datasets_from_the_npz(npz):
                test_per_class_limit=2)
     train, test, info, steps = common.datasets(cfg, initial_epoch=1)
     assert isinstance(train, arrays.ArrayBatches) and isinstance(test, arrays.ArrayBatches)
-    assert info.num_classes == 4 and info.mean == arrays.registry.IMAGENET_MEAN
+    assert info.num_classes == 4 and info.mean == registry.IMAGENET_MEAN
     assert steps == train.steps_per_epoch == 2 and len(train) == 2 * 2  # epochs 1 and 2
     x, y = train[0]
     assert x.shape == (8, 8, 8, 3) and y.shape == (8, 4)
