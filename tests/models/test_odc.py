@@ -503,16 +503,21 @@ def run(parallel):
     model.fit({"view1": v1, "view2": v2, "ids": ids}, batch_size=8, epochs=1,
               shuffle=False, verbose=0)
     return (np.asarray(model.odc.features), np.asarray(model.odc.labels),
-            model.odc.features.value.sharding)
+            model.odc.features.value.sharding, np.asarray(model.queue),
+            int(np.asarray(model.queue_ptr)))
 
 
-single, single_labels, sharding = run(parallel=False)
+single, single_labels, sharding, single_queue, single_ptr = run(parallel=False)
 assert len(sharding.device_set) == 1, sharding
-memory, labels, sharding = run(parallel=True)
+memory, labels, sharding, queue, ptr = run(parallel=True)
 assert len(sharding.device_set) == 2, sharding  # one memory, replicated over the mesh
 # Two steps of float32 reduction-order differences (see the MoCo queue test).
-np.testing.assert_allclose(memory, single, atol=2 * 576 * float(np.finfo(np.float32).eps))
+atol = 2 * 576 * float(np.finfo(np.float32).eps)
+np.testing.assert_allclose(memory, single, atol=atol)
 np.testing.assert_array_equal(labels, single_labels)
+# The MoCo v2 queue of the same steps: every replica's keys, once (16 = 2 batches of 8).
+assert ptr == single_ptr == 0, (ptr, single_ptr)
+np.testing.assert_allclose(queue, single_queue, atol=atol)
 print("DATA_PARALLEL_ODC_OK")
 '''
 
