@@ -534,6 +534,54 @@ def tensorflow_available():
     return importlib.util.find_spec("tensorflow") is not None
 
 
+# A data set's own size is used up to this side (the paper's ImageNet size; also the
+# size when its images' sizes differ). The paper trains 32-64 px images with the
+# CIFAR stem and 96-224 px ones (STL-10, ImageNet, CUB) with the ImageNet stem.
+OWN_SIZE_MAX = 224
+CIFAR_STEM_MAX = 64
+
+
+def dataset_info(cfg):
+    """The `DatasetInfo` of `cfg.dataset` (an .npz file read without TensorFlow)."""
+    if str(cfg.dataset).endswith(".npz") and os.path.isfile(cfg.dataset):
+        from keras_amix.data import npz
+
+        return npz.info(cfg.dataset)
+    from keras_amix import data as data_lib
+
+    return data_lib.info(cfg.dataset, data_dir=cfg.data_dir)
+
+
+def own_data_defaults(cfg, preset, flag_values, fields=("image_size", "augment", "stem")):
+    """`cfg` with the data set's own image size, augmentation and stem where the
+    preset's do not apply: a preset's are its own data set's, so with another
+    `--dataset` (and without the flag) a field takes the data set's value
+    (`DatasetInfo`): `image_size` its images' common size (the shorter side, at
+    most `OWN_SIZE_MAX`; that when the sizes differ), `augment` its augmentation,
+    `stem` the CIFAR stem up to `CIFAR_STEM_MAX` px, else the ImageNet stem.
+    Returns `(cfg, a line naming what was set, or None)`."""
+    if not flag_values["dataset"].present or cfg.dataset == preset.dataset:
+        return cfg, None
+    check_data_flags(cfg)  # before the data set is read
+    info = dataset_info(cfg)
+    updates = {}
+    if "image_size" in fields and not flag_values["image_size"].present:
+        size = info.image_size
+        updates["image_size"] = min(min(size), OWN_SIZE_MAX) if size else OWN_SIZE_MAX
+    if "augment" in fields and not flag_values["augment"].present and info.augment:
+        updates["augment"] = info.augment
+    if "stem" in fields and not flag_values["stem"].present:
+        size = updates.get("image_size", cfg.image_size)
+        updates["stem"] = "cifar" if size <= CIFAR_STEM_MAX else "imagenet"
+    changed = {name: value for name, value in updates.items() if getattr(cfg, name) != value}
+    if not changed:
+        return cfg, None
+    said = ", ".join(f"--{name}={value}" for name, value in changed.items())
+    return dataclasses.replace(cfg, **changed), (
+        f"--dataset={cfg.dataset} is not the preset's data set: {said} from the data set "
+        "(pass the flags to choose).")
+
+
 def input_kind(cfg):
     """The input path of `cfg.input`: "numpy" (`keras_amix.data.ArrayBatches`,
     no TensorFlow) or "tfdata". "auto" is numpy when TensorFlow is not

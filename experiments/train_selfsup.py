@@ -143,6 +143,10 @@ def resolve_config():
     """The config of the flags (preset, then the flags set, then --smoke),
     checked in plain Python: a ValueError names the bad flag."""
     cfg = common.resolve(PRESETS[FLAGS.preset], FLAGS, CONFIG_FLAGS)
+    cfg, note = common.own_data_defaults(cfg, PRESETS[FLAGS.preset], FLAGS,
+                                         ("image_size", "stem"))
+    if note:
+        print(note, flush=True)
     if cfg.method == "mocov2":
         common.refuse_unused(FLAGS, ["mix_weight"], "with --method=mocov2 (no mixup term)")
     if FLAGS.smoke:
@@ -442,10 +446,10 @@ def train(cfg, workdir, extra_callbacks=()):
 def main(argv):
     with common.usage_errors():  # a bad flag: one usage line, no traceback
         common.no_arguments(argv)
-        cfg = resolve_config()  # plain Python: Keras is not imported yet
+        if FLAGS.deterministic:  # (no preset sets it) read when TensorFlow loads, which
+            os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"  # an image folder's size check does
+        cfg = resolve_config()  # Keras is not imported yet, TensorFlow only for a folder
         common.check_environment(cfg)  # the input path; TensorFlow for --export
-    if cfg.deterministic:
-        os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"  # read when TensorFlow loads
     train(cfg, FLAGS.workdir)
 
 

@@ -25,9 +25,21 @@ def test_plan_is_every_row_and_seed(tmp_path):
     assert [r.seed for r in runs[:3]] == [0, 1, 2]
 
 
+def _cifar_like(tmp_path):
+    """A stand-in for the suites' data: 32 x 32 images of 10 classes (the
+    binaries read a data set's size when it is not the preset's)."""
+    import numpy as np
+
+    path = str(tmp_path / "cifar_like.npz")
+    np.savez(path, x_train=np.zeros((20, 32, 32, 3), np.uint8), y_train=np.arange(20) % 10,
+             x_test=np.zeros((10, 32, 32, 3), np.uint8), y_test=np.arange(10))
+    return path
+
+
 def test_every_suite_row_is_a_valid_binary_method(tmp_path, resolve_supervised):
     from experiments import train_supervised
 
+    cifar = _cifar_like(tmp_path)
     for name, suite in reproduce.SUITES.items():
         if suite.selfsup:
             continue  # test_self_supervised_suite_commands_resolve
@@ -37,9 +49,12 @@ def test_every_suite_row_is_a_valid_binary_method(tmp_path, resolve_supervised):
             assert len(methods) == 1 and methods[0] in train_supervised.METHODS, row
             # The binary accepts the row's whole command line (its flags are resolved
             # and checked without training).
-            data = "/tmp/data" if suite.needs_data else None
+            data = cifar if suite.needs_data else None
             cfg = resolve_supervised(reproduce.command(suite, run, data=data)[3:])
             assert cfg.method == methods[0]
+            if name == "cifar10-5k":  # the DESIGN §12 budget's input
+                assert (cfg.image_size, cfg.augment, cfg.stem, cfg.width) == \
+                    (32, "cifar", "cifar", 16)
             if row.learnable:  # the Mix Block switches, as the binary's main checks them
                 train_supervised.mix_block_switches(cfg)
     amix = reproduce.SUITES["cifar10-5k"].rows[-1]
@@ -65,23 +80,25 @@ def test_self_supervised_suite_commands_resolve(tmp_path):
 
     suite = reproduce.SUITES["ssl-cifar10"]
     assert suite.selfsup and suite.base == "mocov2"
+    data = _cifar_like(tmp_path)
     labels = {row.label for row in suite.rows}
     assert labels == {"mocov2", "mixup", "inter_intra", "puzzlemix_c", "amix_i", "amix_c"}
     assert {row.label for row in suite.rows if row.learnable} == {"amix_i", "amix_c"}
     for run in reproduce.plan(suite, 1, str(tmp_path)):
         assert run.train_dir == os.path.join(run.workdir, "pretrain")
-        pretrain, linear = reproduce.stages(suite, run, data="/tmp/data")
+        pretrain, linear = reproduce.stages(suite, run, data=data)
         assert pretrain[2] == "experiments.train_selfsup" and linear[2] == "experiments.linear_eval"
         cfg = _resolve(train_selfsup, pretrain[3:])
-        assert cfg.method == run.row.label and cfg.epochs == 200 and cfg.dataset == "/tmp/data"
+        assert cfg.method == run.row.label and cfg.epochs == 200 and cfg.dataset == data
+        assert (cfg.image_size, cfg.stem) == (32, "cifar")
         assert f"--workdir={run.train_dir}" in pretrain
         cfg = _resolve(linear_eval, linear[3:])
         assert cfg.encoder == os.path.join(run.train_dir, "encoder.keras")
-        assert f"--workdir={run.workdir}" in linear and cfg.dataset == "/tmp/data"
+        assert f"--workdir={run.workdir}" in linear and cfg.dataset == data
         # A finished pretraining is not redone: only the linear evaluation is left.
         os.makedirs(run.train_dir)
         _finish(reproduce.Run(None, 0, run.train_dir), [], [1.0])
-        assert reproduce.stages(suite, run, data="/tmp/data") == [linear]
+        assert reproduce.stages(suite, run, data=data) == [linear]
 
 
 def test_smoke_suite_covers_every_supervised_method():

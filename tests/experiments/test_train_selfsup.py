@@ -106,6 +106,28 @@ def test_bad_flags_fail_before_training(tmp_path):
     assert not os.path.exists(os.path.join(tmp_path, "config.json"))
 
 
+@pytest.mark.backend_independent
+def test_another_dataset_takes_its_own_view_size_and_stem(tmp_path):
+    """As train_supervised: the demo preset's 32 px views are digits'; an STL-10
+    sized .npz trains at 96 px with the ImageNet stem, unless the flags say."""
+    path = str(tmp_path / "d.npz")
+    np.savez(path, x_train=np.zeros((4, 96, 96, 3), np.uint8), y_train=np.arange(4) % 2)
+
+    def resolve(*argv):
+        tss.FLAGS.unparse_flags()
+        tss.FLAGS(["train_selfsup", *argv])
+        try:
+            return tss.resolve_config()
+        finally:
+            tss.FLAGS.unparse_flags()
+
+    cfg = resolve(f"--dataset={path}")
+    assert (cfg.image_size, cfg.stem) == (96, "imagenet")
+    cfg = resolve(f"--dataset={path}", "--image_size=32")
+    assert (cfg.image_size, cfg.stem) == (32, "cifar")
+    assert resolve("--preset=stl10").image_size == 96  # the preset's own data set
+
+
 @pytest.mark.parametrize("changes,match", [
     (dict(method="nope"), "--method"),
     (dict(method="comixup"), "--method"),  # needs saliency / many-to-many: not cross-view

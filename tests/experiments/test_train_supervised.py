@@ -245,6 +245,56 @@ def test_learning_rate_floor_per_method_and_preset(resolve_supervised):
 
 
 @pytest.mark.backend_independent
+def test_paper_presets_are_the_papers_network_and_official_learned_recipe(resolve_supervised):
+    """ResNet-18 at width 64 (not the CPU runs' 16), the official two heads and
+    momentum forward, and the official Mix Block cosines (OpenMixup SAMix configs:
+    ImageNet encoder 0.1 -> 0 with the Mix Block 0.1 -> 1e-3; CUB 0.001 -> 0 and
+    0.01 -> 5e-4); `config_for` resolves a preset as the flags do."""
+    for preset in ("cifar100", "cifar10", "tiny_imagenet", "imagenet", "fine_grained"):
+        cfg = resolve_supervised(["--method=amix", f"--preset={preset}"])
+        assert (cfg.width, cfg.separate_mix_head, cfg.momentum_full_forward) == (64, True, True)
+        assert cfg == ts.config_for(preset, method="amix"), preset
+    assert resolve_supervised(["--preset=cpu_cifar10"]).width == 16  # DESIGN §12's budget
+    cfg = resolve_supervised(["--method=amix", "--preset=imagenet"])
+    assert (cfg.lr, cfg.min_lr, cfg.phi_lr, cfg.phi_min_lr) == (0.1, 0.0, 0.1, 1e-3)
+    cfg = resolve_supervised(["--method=automix", "--preset=fine_grained"])
+    assert (cfg.lr, cfg.min_lr, cfg.phi_lr, cfg.phi_min_lr) == (0.001, 0.0, 0.01, 5e-4)
+    cfg = ts.config_for("tiny_imagenet", method="amix", phi_lr=0.2)  # a given rate stays
+    assert (cfg.min_lr, cfg.phi_lr, cfg.phi_min_lr) == (0.05, 0.2, 1e-3)
+
+
+@pytest.mark.backend_independent
+def test_another_dataset_takes_its_own_size_augmentation_and_stem(resolve_supervised, tmp_path,
+                                                                   capsys):
+    """A preset's image size, augmentation and stem are its own data set's: with
+    another --dataset the run takes the data set's (the demo's 16 px digits
+    settings would otherwise shrink any folder to 16 px); a flag given wins."""
+    from PIL import Image
+
+    path = str(tmp_path / "d.npz")
+    np.savez(path, x_train=np.zeros((4, 40, 40, 3), np.uint8), y_train=np.arange(4) % 2,
+             x_test=np.zeros((2, 40, 40, 3), np.uint8), y_test=np.arange(2))
+    cfg = resolve_supervised([f"--dataset={path}"])  # the demo preset (digits, 16 px)
+    assert (cfg.image_size, cfg.augment, cfg.stem) == (40, "cifar", "cifar")
+    assert "--image_size=40" in capsys.readouterr().out
+    cfg = resolve_supervised([f"--dataset={path}", "--image_size=24", "--augment=none"])
+    assert (cfg.image_size, cfg.augment, cfg.stem) == (24, "none", "cifar")
+    cfg = resolve_supervised(["--dataset=stl10"])  # a registered data set: 96 px
+    assert (cfg.image_size, cfg.stem) == (96, "imagenet")
+    assert resolve_supervised(["--dataset=digits"]).image_size == 16  # the preset's own
+    cfg = resolve_supervised(["--preset=cpu_cifar10", f"--dataset={path}"])
+    assert (cfg.image_size, cfg.stem) == (40, "cifar")
+    # A folder whose images differ in size: 224 px with the ImageNet stem.
+    for name, size in (("a", (300, 200)), ("b", (500, 400))):
+        os.makedirs(tmp_path / "f" / "train" / name)
+        Image.new("RGB", size).save(tmp_path / "f" / "train" / name / "0.jpg")
+    cfg = resolve_supervised([f"--dataset={tmp_path / 'f'}", "--test_split=train"])
+    assert (cfg.image_size, cfg.augment, cfg.stem) == (224, "imagenet", "imagenet")
+    with pytest.raises(ValueError, match="nowhere"):
+        resolve_supervised([f"--dataset={tmp_path / 'nowhere'}"])
+
+
+@pytest.mark.backend_independent
 def test_momentum_rule_per_learned_method(resolve_supervised):
     assert resolve_supervised(["--method=amix"]).momentum_horizon == 0.02
     assert resolve_supervised(["--method=automix"]).momentum_horizon == 0.0
