@@ -83,18 +83,25 @@ def rng():
     return np.random.default_rng(0)
 
 
+def _resolve_flags(binary, argv):
+    binary.FLAGS.unparse_flags()
+    binary.FLAGS([binary.__name__, *argv])
+    try:
+        return binary.resolve_config()
+    finally:
+        binary.FLAGS.unparse_flags()
+
+
+@pytest.fixture
+def resolve_flags():
+    """`resolve(binary, argv)`: the config `binary` (a module of experiments/)
+    resolves from its flags `argv` (plain Python: no Keras, no training)."""
+    return _resolve_flags
+
+
 @pytest.fixture
 def resolve_supervised():
-    """`resolve(argv)`: the config `experiments.train_supervised` resolves from
-    its flags `argv` (plain Python: no Keras, no training)."""
+    """`resolve(argv)`: `resolve_flags` of `experiments.train_supervised`."""
     from experiments import train_supervised
 
-    def resolve(argv):
-        train_supervised.FLAGS.unparse_flags()
-        train_supervised.FLAGS(["train_supervised", *argv])
-        try:
-            return train_supervised.resolve_config()
-        finally:
-            train_supervised.FLAGS.unparse_flags()
-
-    return resolve
+    return lambda argv: _resolve_flags(train_supervised, argv)

@@ -62,17 +62,9 @@ def test_every_suite_row_is_a_valid_binary_method(tmp_path, resolve_supervised):
     assert cfg.phi_lam_adjust and "var_weight=10" in cfg.mix_block
 
 
-def _resolve(binary, argv):
-    """The config `binary` (a module of experiments/) resolves from `argv`."""
-    binary.FLAGS.unparse_flags()
-    binary.FLAGS([binary.__name__, *argv])
-    try:
-        return binary.resolve_config()
-    finally:
-        binary.FLAGS.unparse_flags()
 
 
-def test_self_supervised_suite_commands_resolve(tmp_path):
+def test_self_supervised_suite_commands_resolve(tmp_path, resolve_flags):
     """Each run of `ssl-cifar10`: pretraining by train_selfsup into RUN/pretrain,
     then linear_eval of its encoder.keras into RUN; both command lines resolve."""
     from experiments import linear_eval
@@ -88,11 +80,11 @@ def test_self_supervised_suite_commands_resolve(tmp_path):
         assert run.train_dir == os.path.join(run.workdir, "pretrain")
         pretrain, linear = reproduce.stages(suite, run, data=data)
         assert pretrain[2] == "experiments.train_selfsup" and linear[2] == "experiments.linear_eval"
-        cfg = _resolve(train_selfsup, pretrain[3:])
+        cfg = resolve_flags(train_selfsup, pretrain[3:])
         assert cfg.method == run.row.label and cfg.epochs == 200 and cfg.dataset == data
         assert (cfg.image_size, cfg.stem) == (32, "cifar")
         assert f"--workdir={run.train_dir}" in pretrain
-        cfg = _resolve(linear_eval, linear[3:])
+        cfg = resolve_flags(linear_eval, linear[3:])
         assert cfg.encoder == os.path.join(run.train_dir, "encoder.keras")
         assert f"--workdir={run.workdir}" in linear and cfg.dataset == data
         # A finished pretraining is not redone: only the linear evaluation is left.

@@ -107,19 +107,14 @@ def test_bad_flags_fail_before_training(tmp_path):
 
 
 @pytest.mark.backend_independent
-def test_another_dataset_takes_its_own_view_size_and_stem(tmp_path):
+def test_another_dataset_takes_its_own_view_size_and_stem(tmp_path, resolve_flags):
     """As train_supervised: the demo preset's 32 px views are digits'; an STL-10
     sized .npz trains at 96 px with the ImageNet stem, unless the flags say."""
     path = str(tmp_path / "d.npz")
     np.savez(path, x_train=np.zeros((4, 96, 96, 3), np.uint8), y_train=np.arange(4) % 2)
 
     def resolve(*argv):
-        tss.FLAGS.unparse_flags()
-        tss.FLAGS(["train_selfsup", *argv])
-        try:
-            return tss.resolve_config()
-        finally:
-            tss.FLAGS.unparse_flags()
+        return resolve_flags(tss, argv)
 
     cfg = resolve(f"--dataset={path}")
     assert (cfg.image_size, cfg.stem) == (96, "imagenet")
