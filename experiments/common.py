@@ -582,6 +582,18 @@ def own_data_defaults(cfg, preset, flag_values, fields=("image_size", "augment",
         "(pass the flags to choose).")
 
 
+def eval_augment(augment, info, image_size):
+    """The test pipeline's `augment`: "imagenet" (the shorter side to
+    `image_size / 0.875`, then the centre crop: the official resize 256 / crop
+    224) when training uses the ImageNet augmentation on images larger than
+    `image_size` or of differing sizes (ImageNet, CUB, folders of photos);
+    else None, a plain resize (CIFAR; Tiny-ImageNet and STL-10 at their own
+    size, as the official configs evaluate them)."""
+    if augment == "imagenet" and (info.image_size is None or min(info.image_size) > image_size):
+        return "imagenet"
+    return None
+
+
 def input_kind(cfg):
     """The input path of `cfg.input`: "numpy" (`keras_amix.data.ArrayBatches`,
     no TensorFlow) or "tfdata". "auto" is numpy when TensorFlow is not
@@ -637,7 +649,8 @@ def datasets(cfg, num_classes=None, initial_epoch=0):
         train_raw, training=True, augment=augment, seed=cfg.seed, cache=True,
         **pass_epochs(cfg, initial_epoch), **common
     )
-    test = data_lib.pipeline(test_raw, training=False, augment=None, cache=True, **common)
+    test = data_lib.pipeline(test_raw, training=False, cache=True,
+                             augment=eval_augment(cfg.augment, info, cfg.image_size), **common)
     return train, test, info, steps_per_epoch(cfg, n_train)
 
 

@@ -403,6 +403,9 @@ def evaluate(cfg, workdir):
             num_classes=info.num_classes, image_size=image_size, one_hot=False,
             seed=cfg.seed, cache=True, drop_remainder=False, **stats)
 
+    # Evaluation: with the ImageNet augmentation on photos larger than the encoder's
+    # input, their centre crop (the official protocol), else a resize.
+    test_augment = None if numpy_input else common.eval_augment(cfg.augment, info, image_size)
     timer = EpochTimer()
     callbacks = [TerminateOnNonFinite(), timer]  # a diverged run stops with an error
     if cfg.augment == "none":
@@ -431,7 +434,7 @@ def evaluate(cfg, workdir):
         head = _head(feature_dim, info.num_classes)
         model = keras.Model(inputs, head(feats), name="linear_eval")
         _compile(model, cfg, steps)
-        test_ds = images(test_raw, training=False, augment=None)
+        test_ds = images(test_raw, training=False, augment=test_augment)
         # The pipeline shuffles; ArrayBatches holds every epoch's pass back to back.
         history = model.fit(images(train_raw, training=True, augment=cfg.augment),
                             epochs=cfg.epochs, steps_per_epoch=steps if numpy_input else None,

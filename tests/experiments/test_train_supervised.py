@@ -295,6 +295,41 @@ def test_another_dataset_takes_its_own_size_augmentation_and_stem(resolve_superv
 
 
 @pytest.mark.backend_independent
+def test_photos_are_evaluated_on_their_centre_crop(tmp_path):
+    """The test pipeline of an ImageNet-augmented run on images larger than
+    the training size: shorter side to size / 0.875, centre crop (the official
+    resize 256 / crop 224); images at the training size are only resized."""
+    from PIL import Image
+
+    from experiments import common
+    from keras_amix.data import DatasetInfo
+
+    def info(size):
+        return DatasetInfo(name="x", num_classes=2, image_size=size, channels=3, mean=None,
+                           std=None, splits=("train",))
+
+    assert common.eval_augment("imagenet", info(None), 224) == "imagenet"  # sizes differ
+    assert common.eval_augment("imagenet", info((500, 375)), 224) == "imagenet"
+    assert common.eval_augment("imagenet", info((64, 64)), 64) is None  # Tiny-ImageNet
+    assert common.eval_augment("cifar", info((40, 40)), 32) is None
+    # Through the run's datasets: a 56 x 28 test image whose left and right
+    # quarters are white and its middle black; at 14 px the crop (shorter side 28 ->
+    # 16, 32 x 16, centre 14 x 14) is black, a squash would keep the white sides.
+    for split in ("train", "test"):
+        for name in ("a", "b"):
+            os.makedirs(tmp_path / split / name)
+            image = np.full((28, 56, 3), 255, np.uint8)
+            image[:, 14:42] = 0
+            Image.fromarray(image).save(tmp_path / split / name / "0.png")
+    cfg = dataclasses.replace(ts.Config(), dataset=str(tmp_path), image_size=14,
+                              augment="imagenet", batch_size=2, epochs=1, warmup_epochs=0)
+    _, test, _, _ = common.datasets(cfg)
+    x, _ = next(iter(test))
+    assert x.shape == (2, 14, 14, 3)
+    assert np.ptp(np.asarray(x)[..., 0]) < 1e-5  # one value: the black middle, normalised
+
+
+@pytest.mark.backend_independent
 def test_momentum_rule_per_learned_method(resolve_supervised):
     assert resolve_supervised(["--method=amix"]).momentum_horizon == 0.02
     assert resolve_supervised(["--method=automix"]).momentum_horizon == 0.0
