@@ -57,7 +57,7 @@ CLUSTER_METHODS = ("amix_c", "inter_intra", "puzzlemix_c")
 # (MoCHi has none);
 # AMix-I/C use the paper's α = 2 (§4.3, Fig. 5).
 DEFAULT_ALPHA = {**{name: MIXERS["DEFAULT_ALPHA"][name] for name in CROSS_VIEW_METHODS},
-                 "imix": 1.0, "unmix": 1.0, "inter_intra": 1.0,
+                 "imix": 1.0, "unmix": 1.0, "inter_intra": 2.0,
                  "puzzlemix_c": MIXERS["DEFAULT_ALPHA"]["puzzlemix"], "amix_i": 2.0, "amix_c": 2.0}
 
 

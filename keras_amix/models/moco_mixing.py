@@ -56,9 +56,9 @@ def _cross_view_term(model, mixer, view1, view2, k2, queue, params):
         model.temperature, normalize=False))
 
 
-def _check_alpha(name, alpha):
+def _check_alpha(name, alpha, arg="alpha"):
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha > 0:
-        raise ValueError(f"{name} `alpha` must be > 0; received alpha={alpha!r}.")
+        raise ValueError(f"{name} `{arg}` must be > 0; received {arg}={alpha!r}.")
     return float(alpha)
 
 
@@ -270,15 +270,30 @@ class UnMix(_MixUpAndCutMix):
 class InterIntra(_MixUpAndCutMix):
     """Inter-Intra (C) (paper Table 4, Fig. 2c): the cross-view pipeline with
     MixUp for the pairs whose ODC clusters agree and CutMix for the others;
-    eq. 4 with each pair's λ (the CutMix box area for CutMix pairs). The
-    paper does not give α; 1.0 as i-Mix / Un-Mix.
+    eq. 4 with each pair's λ (the CutMix box area for CutMix pairs). Fig. 2c
+    finds MixUp with a large α within a class and CutMix with a small α across
+    classes best; the paper gives no values: 2.0 (AMix's α) and 0.2 (CutMix's
+    default).
 
     Args:
-        alpha: float > 0, Beta(α, α) of both λ (1.0).
+        alpha: float > 0, Beta(α, α) of the MixUp λ within a cluster (2.0).
+        cutmix_alpha: float > 0, Beta(α, α) of the CutMix boxes across (0.2).
     """
 
     name = "inter_intra"
     needs_clusters = True
+
+    def __init__(self, alpha=2.0, cutmix_alpha=0.2):
+        super().__init__(alpha)
+        self.cutmix_alpha = _check_alpha(type(self).__name__, cutmix_alpha, "cutmix_alpha")
+
+    def build(self, model):
+        MoCoMixing.build(self, model)
+        self._cutmix = mixers_lib.get("cutmix", alpha=self.cutmix_alpha,
+                                      seed=model.seed_generator)
+
+    def get_config(self):
+        return {"alpha": self.alpha, "cutmix_alpha": self.cutmix_alpha}
 
     def mix_loss(self, model, view1, view2, k2, queue, clusters=None, params=None):
         if params is None:

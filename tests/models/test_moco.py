@@ -596,6 +596,21 @@ def test_puzzlemix_c_mixes_view1_with_view2_by_both_saliencies():
     np.testing.assert_allclose(_np(terms["mix"]), expected, rtol=1e-4)
 
 
+def test_inter_intra_mixup_alpha_large_cutmix_alpha_small():
+    """Fig. 2c: MixUp with a large α within a cluster, CutMix with a small α
+    across; each α is its own argument, serialised, and checked by name."""
+    strategy = moco_mixing.InterIntra()
+    assert (strategy.alpha, strategy.cutmix_alpha) == (2.0, 0.2)
+    model = _model(mixer=moco_mixing.InterIntra(alpha=3.0, cutmix_alpha=0.5), num_samples=4,
+                   num_clusters=2, odc_kwargs={"min_cluster_size": 1})
+    assert model.mixer._cutmix.alpha == 0.5
+    again = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(model.mixer))
+    assert (again.alpha, again.cutmix_alpha) == (3.0, 0.5)
+    with pytest.raises(ValueError, match=r"InterIntra `cutmix_alpha` must be > 0.*=0"):
+        moco_mixing.InterIntra(cutmix_alpha=0)
+
+
 def test_inter_intra_needs_num_samples_and_ids():
     with pytest.raises(ValueError, match="num_samples"):
         _model(mixer="inter_intra")
