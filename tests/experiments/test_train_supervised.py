@@ -261,6 +261,18 @@ def test_paper_presets_are_the_papers_network_and_official_learned_recipe(resolv
     assert (cfg.lr, cfg.min_lr, cfg.phi_lr, cfg.phi_min_lr) == (0.001, 0.0, 0.01, 5e-4)
     cfg = ts.config_for("tiny_imagenet", method="amix", phi_lr=0.2)  # a given rate stays
     assert (cfg.min_lr, cfg.phi_lr, cfg.phi_min_lr) == (0.05, 0.2, 1e-3)
+    # α from the larger data sets' grids (OpenMixup's benchmark tables), else CIFAR's.
+    alpha = {(preset, method): resolve_supervised([f"--preset={preset}", f"--method={method}"])
+             .alpha for preset in ("cifar100", "tiny_imagenet", "imagenet")
+             for method in ("mixup", "cutmix", "manifoldmix", "puzzlemix")}
+    assert [alpha["cifar100", m] for m in ("mixup", "cutmix", "manifoldmix", "puzzlemix")] == \
+        [1.0, 0.2, 2.0, 1.0]
+    assert [alpha["tiny_imagenet", m] for m in ("mixup", "cutmix", "manifoldmix", "puzzlemix")] \
+        == [1.0, 1.0, 0.2, 1.0]
+    assert [alpha["imagenet", m] for m in ("mixup", "cutmix", "manifoldmix", "puzzlemix")] == \
+        [0.2, 1.0, 0.2, 1.0]
+    assert resolve_supervised(["--preset=imagenet", "--method=mixup", "--alpha=0.5"]).alpha == 0.5
+    assert ts.config_for("imagenet", method="cutmix").alpha == 1.0
 
 
 @pytest.mark.backend_independent
