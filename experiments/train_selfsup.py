@@ -152,7 +152,8 @@ def resolve_config():
     if FLAGS.smoke:
         smoke = dict(epochs=min(cfg.epochs, 2), batch_size=8, per_class_limit=4,
                      max_train_examples=None, image_size=min(cfg.image_size, 16),
-                     queue_size=32, hidden_dim=32, projection_dim=16, width=8)
+                     queue_size=32, hidden_dim=32, projection_dim=16, width=8,
+                     stem="cifar")  # (the ImageNet stem would leave 1 x 1 maps at 16 px)
         if cfg.method in CLUSTER_METHODS:
             smoke["num_clusters"] = 4
         cfg = common.smoke_config(cfg, FLAGS, smoke)

@@ -238,7 +238,7 @@ def resolve_config():
         cfg = common.smoke_config(cfg, FLAGS, dict(
             epochs=min(cfg.epochs, 2), batch_size=8, per_class_limit=8, test_per_class_limit=4,
             max_train_examples=None, max_test_examples=None, image_size=min(cfg.image_size, 16),
-            width=8))
+            width=8, stem="cifar"))  # (the ImageNet stem would leave 1 x 1 maps at 16 px)
     cfg = method_defaults(cfg, FLAGS.preset)
     cfg = learning_rates(cfg, FLAGS.preset, {name for name in CONFIG_FLAGS
                                              if FLAGS[name].present})

@@ -302,6 +302,8 @@ def test_another_dataset_takes_its_own_size_augmentation_and_stem(resolve_superv
         Image.new("RGB", size).save(tmp_path / "f" / "train" / name / "0.jpg")
     cfg = resolve_supervised([f"--dataset={tmp_path / 'f'}", "--test_split=train"])
     assert (cfg.image_size, cfg.augment, cfg.stem) == (224, "imagenet", "imagenet")
+    cfg = resolve_supervised([f"--dataset={tmp_path / 'f'}", "--test_split=train", "--smoke"])
+    assert (cfg.image_size, cfg.stem) == (16, "cifar")  # --smoke: tiny images, CIFAR stem
     with pytest.raises(ValueError, match="nowhere"):
         resolve_supervised([f"--dataset={tmp_path / 'nowhere'}"])
 
