@@ -451,7 +451,11 @@ def plot_mask_gallery(runs, path):
         panels.append((run.row.label, plt.imread(panel)))
     if not panels:
         return None
-    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.6 * len(panels)), squeeze=False)
+    # Each row as wide as the widest panel, as tall as its aspect ratio asks.
+    width = 8.0
+    heights = [width * image.shape[0] / image.shape[1] for _, image in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(width, sum(heights) + 0.3 * len(panels)),
+                             squeeze=False, gridspec_kw={"height_ratios": heights})
     for ax, (label, image) in zip(axes[:, 0], panels):
         ax.imshow(image)
         ax.set_axis_off()
