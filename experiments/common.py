@@ -558,14 +558,17 @@ def own_data_defaults(cfg, preset, flag_values, fields=("image_size", "augment",
     `--dataset` (and without the flag) a field takes the data set's value
     (`DatasetInfo`): `image_size` its images' common size (the shorter side, at
     most `OWN_SIZE_MAX`; that when the sizes differ), `augment` its augmentation,
-    `stem` the CIFAR stem up to `CIFAR_STEM_MAX` px, else the ImageNet stem.
+    `stem` the CIFAR stem up to `CIFAR_STEM_MAX` px, else the ImageNet stem;
+    the size rounded down to a multiple of the stride of the stage the Mix
+    Block reads (AutoMix / AMix need it; 4 px with the CIFAR stem at stage 3).
     Returns `(cfg, a line naming what was set, or None)`."""
     if not flag_values["dataset"].present or cfg.dataset == preset.dataset:
         return cfg, None
     check_data_flags(cfg)  # before the data set is read
     info = dataset_info(cfg)
     updates = {}
-    if "image_size" in fields and not flag_values["image_size"].present:
+    own_size = "image_size" in fields and not flag_values["image_size"].present
+    if own_size:
         size = info.image_size
         updates["image_size"] = min(min(size), OWN_SIZE_MAX) if size else OWN_SIZE_MAX
     if "augment" in fields and not flag_values["augment"].present and info.augment:
@@ -573,6 +576,10 @@ def own_data_defaults(cfg, preset, flag_values, fields=("image_size", "augment",
     if "stem" in fields and not flag_values["stem"].present:
         size = updates.get("image_size", cfg.image_size)
         updates["stem"] = "cifar" if size <= CIFAR_STEM_MAX else "imagenet"
+    if own_size:  # a multiple of the stride of the stage the Mix Block reads (30 -> 28)
+        stride = STAGE_STRIDES[updates.get("stem", cfg.stem)][
+            getattr(cfg, "feature_stage", "stage3")]
+        updates["image_size"] = max(stride, updates["image_size"] // stride * stride)
     changed = {name: value for name, value in updates.items() if getattr(cfg, name) != value}
     if not changed:
         return cfg, None

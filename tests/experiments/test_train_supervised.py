@@ -294,6 +294,10 @@ def test_another_dataset_takes_its_own_size_augmentation_and_stem(resolve_superv
     cfg = resolve_supervised(["--dataset=stl10"])  # a registered data set: 96 px
     assert (cfg.image_size, cfg.stem) == (96, "imagenet")
     assert resolve_supervised(["--dataset=digits"]).image_size == 16  # the preset's own
+    odd = str(tmp_path / "odd.npz")  # 30 px: down to 28, a multiple of stage 3's stride
+    np.savez(odd, x_train=np.zeros((4, 30, 30), np.uint8), y_train=np.arange(4) % 2)
+    cfg = resolve_supervised([f"--dataset={odd}", "--method=amix", "--test_split=train"])
+    assert (cfg.image_size, cfg.stem) == (28, "cifar")
     cfg = resolve_supervised(["--preset=cpu_cifar10", f"--dataset={path}"])
     assert (cfg.image_size, cfg.stem) == (40, "cifar")
     # A folder whose images differ in size: 224 px with the ImageNet stem.
