@@ -41,7 +41,9 @@ def _weighted_pbce(logits, labels_a, labels_b, lam, weights):
 
 
 def _dense(units, input_dim, name):
-    layer = keras.layers.Dense(units, name=name)
+    # As the official cluster head: normal(0.01) weights on the unnormalised projection.
+    layer = keras.layers.Dense(units, name=name,
+                               kernel_initializer=keras.initializers.RandomNormal(stddev=0.01))
     layer.build((None, input_dim))
     return layer
 
@@ -192,20 +194,23 @@ class AMixSSL(MoCoV2):
 
     # ------------------------------------------------------------ forward
     def _key_forward(self, images):
-        """Stage-l features and the L2-normalised key projection of θ_k (no gradient)."""
+        """Stage-l features, the L2-normalised key projection of θ_k and the
+        projection before the normalisation (what the heads read), no gradient."""
         z = backbones_lib.run_stages(self.key_backbone, images, stop=self.feature_stage,
                                      training=True)
         end = z
         if self.feature_stage != "stage4":
             end = backbones_lib.run_stages(self.key_backbone, z,
                                            start=_next_stage(self.feature_stage), training=True)
-        key = l2_normalize(self.key_proj_out(self.key_proj_hidden(self.pool(end))))
-        return ops.stop_gradient(z), ops.stop_gradient(key)
+        raw = ops.stop_gradient(self.key_proj_out(self.key_proj_hidden(self.pool(end))))
+        return ops.stop_gradient(z), l2_normalize(raw), raw
 
     def _key_project(self, images):
-        """θ_k's normalised projection *with* the gradient to the pixels (φ's path)."""
+        """θ_k's normalised projection *with* the gradient to the pixels (φ's
+        path), and the projection before the normalisation (the heads')."""
         features = self.pool(self.key_backbone(images, training=True))
-        return l2_normalize(self.key_proj_out(self.key_proj_hidden(features)))
+        raw = self.key_proj_out(self.key_proj_hidden(features))
+        return l2_normalize(raw), raw
 
     # -------------------------------------------------------------- train
     def _check_inputs(self, x, y):
@@ -263,8 +268,8 @@ class AMixSSL(MoCoV2):
         perm_theta, perm_phi = mix_params["perm_theta"], mix_params["perm_phi"]
 
         # θ_k on both clean views: the Mix Block's features and the keys.
-        f1, k1 = self._key_forward(view1)
-        f2, k2 = self._key_forward(view2)
+        f1, k1, k1_raw = self._key_forward(view1)
+        f2, k2, _ = self._key_forward(view2)
         q1 = self.query_embedding(view1, training=True)
         nce = ops.mean(losses_lib.info_nce(q1, k2, queue, self.temperature, normalize=False))
 
@@ -288,9 +293,9 @@ class AMixSSL(MoCoV2):
         mask_phi, mask = self.mix_block.mask_and_loss(
             f1, ops.take(f2, perm_phi, axis=0), lam_phi, image_size)
         x_phi = mix_images(view1, ops.take(view2, perm_phi, axis=0), mask_phi)
-        z_phi = self._key_project(x_phi)
+        z_phi, z_phi_raw = self._key_project(x_phi)
         phi, head = self._mix_block_loss(z_phi, k1, k2, queue, perm_phi, lam_phi,
-                                         clusters, classes)
+                                         clusters, classes, heads_read=(z_phi_raw, k1_raw))
 
         stats = mask_statistics(mask_phi)
         key_labels = ops.full((batch,), -1, "int32")
@@ -302,12 +307,16 @@ class AMixSSL(MoCoV2):
                 "keys": k2, "key_labels": key_labels, "mask_std": stats["mask_std"],
                 "mask_mean_error": ops.abs(stats["mask_mean"] - lam_phi)}
 
-    def _mix_block_loss(self, z_phi, k1, k2, queue, perm, lam, clusters, classes):
+    def _mix_block_loss(self, z_phi, k1, k2, queue, perm, lam, clusters, classes,
+                        heads_read=None):
         """(φ's loss, the heads' own loss) for the φ-mixed embeddings `z_phi`.
 
         Source a of x_φ is view 1 of sample i (positive: k2[i]); source b is
-        view 2 of perm(i) (positive: k1[perm(i)]).
+        view 2 of perm(i) (positive: k1[perm(i)]). `heads_read` is what the
+        cluster / class heads read instead of (z_phi, k1): the projections before
+        their L2 normalisation, as the official code's heads (None: z_phi, k1).
         """
+        head_z, head_k1 = heads_read if heads_read is not None else (z_phi, k1)
         k_b = ops.take(k1, perm, axis=0)
         phi, head = [], []
         for term in self.mix_terms:
@@ -335,7 +344,7 @@ class AMixSSL(MoCoV2):
                 labels_b = ops.take(labels, perm, axis=0)
                 kernel = ops.stop_gradient(ops.convert_to_tensor(layer.kernel))
                 bias = ops.stop_gradient(ops.convert_to_tensor(layer.bias))
-                logits = ops.matmul(z_phi, kernel) + bias  # φ reads the head, never trains it
+                logits = ops.matmul(head_z, kernel) + bias  # φ reads the head, never trains it
                 loss_fn = _weighted_pbce if term.startswith("pbce") else _weighted_mixup_ce
                 phi.append(loss_fn(logits, labels, labels_b, lam, weights))
                 if not any(h is layer for h, _ in head):
@@ -344,9 +353,10 @@ class AMixSSL(MoCoV2):
         for layer, (labels, labels_b, weights) in head:
             # The head's own training: one-hot CE on the clean view-1 keys and mixup
             # CE on the stop-gradient φ-mixed embeddings (as ODC's head, DESIGN §7).
-            head_loss = head_loss + _weighted_mixup_ce(layer(k1), labels, labels, 1.0, weights)
             head_loss = head_loss + _weighted_mixup_ce(
-                layer(ops.stop_gradient(z_phi)), labels, labels_b, lam, weights)
+                layer(ops.stop_gradient(head_k1)), labels, labels, 1.0, weights)
+            head_loss = head_loss + _weighted_mixup_ce(
+                layer(ops.stop_gradient(head_z)), labels, labels_b, lam, weights)
         total = phi[0]
         for value in phi[1:]:
             total = total + value

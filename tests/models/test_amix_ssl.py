@@ -171,6 +171,39 @@ def test_cluster_ce_is_class_weighted_mixup_ce_on_pseudo_labels():
     assert float(_np(head)) > 0
 
 
+def test_cluster_head_reads_the_projection_before_its_normalisation():
+    """As the official head: φ's CE(C) logits and the head's own CE read the
+    key encoder's projection before the L2 normalisation (the infoNCE and BCE
+    terms the normalised one); the head starts as normal(0.01) weights."""
+    model = _model("cluster", mix_loss="ce")
+    kernel = _np(model.cluster_head.kernel)
+    assert kernel.std() < 0.03  # (glorot: about 0.45 for 8 -> 2)
+    rng = np.random.default_rng(5)
+    z_raw = 7.0 * rng.normal(size=(2, 8)).astype("float32")  # far from unit norm
+    z = z_raw / np.linalg.norm(z_raw, axis=1, keepdims=True)
+    clusters, perm, lam = np.array([0, 1], "int32"), np.array([1, 0], "int32"), 0.25
+    phi, head = model._mix_block_loss(z, z, z, _np(model.queue), perm, lam, clusters, None,
+                                      heads_read=(z_raw, z_raw))
+    phi_unit, head_unit = model._mix_block_loss(z, z, z, _np(model.queue), perm, lam,
+                                                clusters, None)
+    weights = _np(model.odc.class_weights())
+    logits = z_raw @ kernel + _np(model.cluster_head.bias)
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+
+    def wce(labels):
+        w = weights[labels]
+        return np.sum(w * -log_p[np.arange(2), labels]) / np.sum(w)
+
+    np.testing.assert_allclose(_np(phi), lam * wce(clusters) + (1 - lam) * wce(clusters[perm]),
+                               rtol=1e-5)
+    assert abs(float(_np(phi)) - float(_np(phi_unit))) > 1e-4
+    assert abs(float(_np(head)) - float(_np(head_unit))) > 1e-4
+    # In a step, the heads' input is the key projection before its normalisation.
+    _, k, raw = model._key_forward(_views()["view1"])
+    np.testing.assert_allclose(_np(k), _np(raw) / np.linalg.norm(_np(raw), axis=1,
+                                                                  keepdims=True), rtol=1e-5)
+
+
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="uses tf.GradientTape")
 @pytest.mark.parametrize("variant,mix_loss", [("instance", None), ("cluster", None),
                                               ("cluster", "ce+infonce_pl+pbce")])
