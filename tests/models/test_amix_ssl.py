@@ -159,16 +159,21 @@ def test_cluster_ce_is_class_weighted_mixup_ce_on_pseudo_labels():
     perm = np.array([1, 0], "int32")
     lam = 0.25
     phi, head = model._mix_block_loss(z, z, z, _np(model.queue), perm, lam, clusters, None)
+    np.testing.assert_allclose(_np(phi), _cluster_ce_by_hand(model, z, weights, clusters, perm,
+                                                             lam), rtol=1e-5)
+    assert float(_np(head)) > 0
+
+
+def _cluster_ce_by_hand(model, z, weights, clusters, perm, lam):
+    """φ's class-weighted mixup CE(C) of the embeddings `z` through the cluster head."""
     logits = z @ _np(model.cluster_head.kernel) + _np(model.cluster_head.bias)
     log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
 
     def wce(labels):
         w = weights[labels]
-        return np.sum(w * -log_p[np.arange(2), labels]) / np.sum(w)
+        return np.sum(w * -log_p[np.arange(len(labels)), labels]) / np.sum(w)
 
-    np.testing.assert_allclose(_np(phi), lam * wce(clusters) + (1 - lam) * wce(clusters[perm]),
-                               rtol=1e-5)
-    assert float(_np(head)) > 0
+    return lam * wce(clusters) + (1 - lam) * wce(clusters[perm])
 
 
 def test_cluster_head_reads_the_projection_before_its_normalisation():
@@ -187,15 +192,8 @@ def test_cluster_head_reads_the_projection_before_its_normalisation():
     phi_unit, head_unit = model._mix_block_loss(z, z, z, _np(model.queue), perm, lam,
                                                 clusters, None)
     weights = _np(model.odc.class_weights())
-    logits = z_raw @ kernel + _np(model.cluster_head.bias)
-    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-
-    def wce(labels):
-        w = weights[labels]
-        return np.sum(w * -log_p[np.arange(2), labels]) / np.sum(w)
-
-    np.testing.assert_allclose(_np(phi), lam * wce(clusters) + (1 - lam) * wce(clusters[perm]),
-                               rtol=1e-5)
+    np.testing.assert_allclose(_np(phi), _cluster_ce_by_hand(model, z_raw, weights, clusters,
+                                                             perm, lam), rtol=1e-5)
     assert abs(float(_np(phi)) - float(_np(phi_unit))) > 1e-4
     assert abs(float(_np(head)) - float(_np(head_unit))) > 1e-4
     # In a step, the heads' input is the key projection before its normalisation.
