@@ -218,14 +218,20 @@ class IMix(MoCoMixing):
 
 
 class _MixUpAndCutMix(MoCoMixing):
-    """A strategy that draws a MixUp λ and CutMix boxes, both Beta(α, α)."""
+    """A strategy that draws a MixUp λ ~ Beta(α, α) and CutMix boxes of
+    λ ~ Beta(`cutmix_alpha`, `cutmix_alpha`): α unless a subclass gives its own."""
 
     def __init__(self, alpha=1.0):
         self.alpha = _check_alpha(type(self).__name__, alpha)
 
+    @property
+    def cutmix_alpha(self):
+        return self.alpha
+
     def build(self, model):
         super().build(model)
-        self._cutmix = mixers_lib.get("cutmix", alpha=self.alpha, seed=model.seed_generator)
+        self._cutmix = mixers_lib.get("cutmix", alpha=self.cutmix_alpha,
+                                      seed=model.seed_generator)
 
     def layers(self):
         return [self._cutmix]
@@ -285,12 +291,11 @@ class InterIntra(_MixUpAndCutMix):
 
     def __init__(self, alpha=2.0, cutmix_alpha=0.2):
         super().__init__(alpha)
-        self.cutmix_alpha = _check_alpha(type(self).__name__, cutmix_alpha, "cutmix_alpha")
+        self._cutmix_alpha = _check_alpha(type(self).__name__, cutmix_alpha, "cutmix_alpha")
 
-    def build(self, model):
-        MoCoMixing.build(self, model)
-        self._cutmix = mixers_lib.get("cutmix", alpha=self.cutmix_alpha,
-                                      seed=model.seed_generator)
+    @property
+    def cutmix_alpha(self):
+        return self._cutmix_alpha
 
     def get_config(self):
         return {"alpha": self.alpha, "cutmix_alpha": self.cutmix_alpha}
