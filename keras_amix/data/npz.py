@@ -19,20 +19,38 @@ import numpy as np
 from keras_amix.data import registry
 
 
-def read(path):
+def _header_only(data, key):
+    """A stand-in for array `key` of the open .npz `data` with its shape and
+    dtype, read from the .npy header alone (a zero-stride view: no memory)."""
+    readers = {(1, 0): np.lib.format.read_array_header_1_0,
+               (2, 0): np.lib.format.read_array_header_2_0}
+    with data.zip.open(key + ".npy") as f:
+        reader = readers.get(np.lib.format.read_magic(f))
+        if reader is None:  # a newer .npy format: read the array itself
+            return data[key]
+        shape, _, dtype = reader(f)
+    return np.lib.stride_tricks.as_strided(np.zeros(1, dtype), shape, (0,) * len(shape))
+
+
+def read(path, images=True):
     """`({split: (images as stored, labels int64 (N,))}, num_classes)`, the
-    labels checked; the images are converted by `split` / `load`."""
+    labels checked; the images are converted by `split` / `load`. `images`:
+    True reads every split's images, a split name only that split's, False
+    none (the others are header-only stand-ins with their shape and dtype)."""
     with np.load(path, allow_pickle=False) as data:
-        contents = {key: data[key] for key in data.files}
-    splits = {}
-    if "images" in contents and "labels" in contents:
-        splits["train"] = (contents["images"], contents["labels"])
-    for key in contents:
-        if key.startswith("x_") and "y_" + key[2:] in contents:
-            splits[key[2:]] = (contents[key], contents["y_" + key[2:]])
-    if not splits:
-        raise ValueError(f"The .npz file '{path}' holds keys {sorted(contents)}; expected "
-                         "x_<split>/y_<split> pairs or images/labels.")
+        keys = data.files
+        pairs = {}
+        if "images" in keys and "labels" in keys:
+            pairs["train"] = ("images", "labels")
+        pairs.update({key[2:]: (key, "y_" + key[2:]) for key in keys
+                      if key.startswith("x_") and "y_" + key[2:] in keys})
+        if not pairs:
+            raise ValueError(f"The .npz file '{path}' holds keys {sorted(keys)}; expected "
+                             "x_<split>/y_<split> pairs or images/labels.")
+        splits = {name: (data[x] if images is True or images == name
+                         else _header_only(data, x), data[y])
+                  for name, (x, y) in pairs.items()}
+        contents = {key: data[key] for key in ("num_classes", "class_names") if key in keys}
     for name, (images, labels) in splits.items():
         labels = np.asarray(labels)
         where = f"split '{name}' of '{path}'"
@@ -102,20 +120,20 @@ def _one(splits, name, path):
 
 def split(path, name):
     """One split: `(images uint8 (N, H, W, 3), labels int64 (N,), num_classes)`."""
-    splits, num_classes = read(path)
+    splits, num_classes = read(path, images=name)
     images, labels = _one(splits, name, path)
     return as_uint8_rgb(images, f"split '{name}' of '{path}'"), labels, num_classes
 
 
 def labels(path, name):
     """One split's labels, int64 `(N,)`, without converting its images."""
-    return _one(read(path)[0], name, path)[1]
+    return _one(read(path, images=False)[0], name, path)[1]
 
 
 def info(path, contents=None):
     """The file's `DatasetInfo` (ImageNet statistics, CIFAR augmentation);
     `contents` is `read(path)`'s result when the caller has it."""
-    splits, num_classes = contents or read(path)
+    splits, num_classes = contents or read(path, images=False)
     sizes = {tuple(np.shape(images)[1:3]) for images, _ in splits.values()}
     return registry.DatasetInfo(
         name=path, num_classes=num_classes,

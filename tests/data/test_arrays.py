@@ -186,6 +186,26 @@ def test_load_npz(tmp_path):
         arrays.load_npz(path)
 
 
+def test_npz_info_and_labels_read_no_images(tmp_path):
+    """`npz.info` and `npz.labels` read the images' .npy headers only (the
+    binaries call them at start-up, before the split itself is read): a file
+    whose images cannot be loaded (pickled objects) still gives both, and
+    `npz.split` of another split does not touch them."""
+    from keras_amix.data import npz
+
+    path = str(tmp_path / "lazy.npz")
+    unreadable = np.empty((3, 5, 4), dtype=object)  # saved pickled; loads only with pickle
+    np.savez(path, x_train=unreadable, y_train=np.array([0, 1, 1]),
+             x_test=np.zeros((2, 5, 4), np.uint8), y_test=np.array([[1], [0]]))
+    info = npz.info(path)
+    assert info.image_size == (5, 4) and info.num_examples == {"train": 3, "test": 2}
+    assert npz.labels(path, "train").tolist() == [0, 1, 1]
+    images, labels, num_classes = npz.split(path, "test")
+    assert images.shape == (2, 5, 4, 3) and labels.tolist() == [1, 0] and num_classes == 2
+    with pytest.raises(ValueError, match="allow_pickle"):
+        npz.split(path, "train")
+
+
 def test_needs_no_tensorflow():
     code = (
         "import sys; sys.modules['tensorflow'] = None\n"
