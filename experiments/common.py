@@ -9,6 +9,7 @@ and checks its flags, and answers `--help`, before the heavy imports run.
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import os
 import statistics
@@ -16,6 +17,7 @@ import sys
 import tempfile
 
 from absl import flags as absl_flags
+from absl import logging as absl_logging
 
 # The flags `define_config_flags` defines belong to the calling binary (listed
 # under its name by `--help`), not to this module.
@@ -373,9 +375,16 @@ def flags_parser(flag_values, doc):
             sys.exit(0)
         try:
             rest = flag_values(argv, known_only=True)
-            return absl_flags.FLAGS(rest)
+            argv = absl_flags.FLAGS(rest)
         except absl_flags.Error as err:
             usage_error(err)
+        if not absl_flags.FLAGS["verbosity"].present:
+            # absl shows INFO, and TensorFlow logs through absl and its own logger:
+            # its INFO lines (a page of renamed inputs per SavedModel export) would
+            # drown the run's own output (printed). --verbosity=0 shows them.
+            absl_logging.set_verbosity(absl_logging.WARNING)
+            logging.getLogger("tensorflow").setLevel(logging.WARNING)
+        return argv
 
     return parse
 
@@ -539,6 +548,10 @@ def tensorflow_available():
 # CIFAR stem and 96-224 px ones (STL-10, ImageNet, CUB) with the ImageNet stem.
 OWN_SIZE_MAX = 224
 CIFAR_STEM_MAX = 64
+# A split a preset names, and the splits that stand in for it in a user's data
+# set that lacks it (an ImageNet-style folder has train/ and val/).
+SPLIT_STAND_INS = {"test": ("val", "validation", "valid"), "val": ("test", "validation"),
+                   "validation": ("val", "test")}
 
 
 def dataset_info(cfg):
@@ -552,6 +565,29 @@ def dataset_info(cfg):
     return data_lib.info(cfg.dataset, data_dir=cfg.data_dir)
 
 
+def _own_splits(cfg, info, flag_values):
+    """The split fields of `cfg` (`train_split`, and `test_split` where the
+    binary has one) that name a split the data set lacks: a stand-in of
+    `SPLIT_STAND_INS` where the flag was not given ("val" for "test"), else a
+    ValueError naming the flag, the split and the data set's splits. TFDS
+    split strings ("train[:90%]", "train+unlabelled") are left to TFDS."""
+    if info.source == "tfds":
+        return {}
+    updates = {}
+    for name in ("train_split", "test_split"):
+        split = getattr(cfg, name, None)
+        if split is None or split in info.splits:
+            continue
+        stand_in = next((s for s in SPLIT_STAND_INS.get(split, ()) if s in info.splits), None)
+        if stand_in is None or flag_values[name].present:
+            raise ValueError(
+                f"`--{name}` must be a split of --dataset={cfg.dataset!r}, one of "
+                f"{list(info.splits)}; received {split!r}"
+                + ("" if flag_values[name].present else " (the preset's)") + ".")
+        updates[name] = stand_in
+    return updates
+
+
 def own_data_defaults(cfg, preset, flag_values, fields=("image_size", "augment", "stem")):
     """`cfg` with the data set's own image size, augmentation and stem where the
     preset's do not apply: a preset's are its own data set's, so with another
@@ -561,12 +597,14 @@ def own_data_defaults(cfg, preset, flag_values, fields=("image_size", "augment",
     `stem` the CIFAR stem up to `CIFAR_STEM_MAX` px, else the ImageNet stem;
     the size rounded down to a multiple of the stride of the stage the Mix
     Block reads (AutoMix / AMix need it; 4 px with the CIFAR stem at stage 3).
+    Its splits too: a data set without the preset's test split takes its "val"
+    (`_own_splits`); a split it lacks is a ValueError before any work.
     Returns `(cfg, a line naming what was set, or None)`."""
     if not flag_values["dataset"].present or cfg.dataset == preset.dataset:
         return cfg, None
     check_data_flags(cfg)  # before the data set is read
     info = dataset_info(cfg)
-    updates = {}
+    updates = _own_splits(cfg, info, flag_values)
     own_size = "image_size" in fields and not flag_values["image_size"].present
     if own_size:
         size = info.image_size

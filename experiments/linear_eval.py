@@ -121,6 +121,11 @@ def resolve_config():
     """The config of the flags (preset, then the flags set, then --smoke),
     checked in plain Python: a ValueError names the bad flag."""
     cfg = common.resolve(PRESETS[FLAGS.preset], FLAGS, CONFIG_FLAGS)
+    # Another data set's splits (its "val" for a missing "test"); the image size
+    # is the encoder's.
+    cfg, note = common.own_data_defaults(cfg, PRESETS[FLAGS.preset], FLAGS, fields=())
+    if note:
+        print(note, flush=True)
     _check_decay_at("decay_at", cfg.decay_at)
     cfg = dataclasses.replace(cfg, decay_at=tuple(float(v) for v in cfg.decay_at))
     if FLAGS.smoke:

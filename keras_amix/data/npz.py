@@ -131,16 +131,17 @@ def labels(path, name):
 
 
 def info(path, contents=None):
-    """The file's `DatasetInfo` (ImageNet statistics, CIFAR augmentation);
+    """The file's `DatasetInfo` (ImageNet statistics; the augmentation of its
+    size, `registry.augment_for`);
     `contents` is `read(path)`'s result when the caller has it."""
     splits, num_classes = contents or read(path, images=False)
     sizes = {tuple(np.shape(images)[1:3]) for images, _ in splits.values()}
+    image_size = sizes.pop() if len(sizes) == 1 else None
     return registry.DatasetInfo(
-        name=path, num_classes=num_classes,
-        image_size=sizes.pop() if len(sizes) == 1 else None, channels=3,
+        name=path, num_classes=num_classes, image_size=image_size, channels=3,
         mean=registry.IMAGENET_MEAN, std=registry.IMAGENET_STD, splits=tuple(splits),
         num_examples={name: len(labels) for name, (_, labels) in splits.items()},
-        augment="cifar", source="npz")
+        augment=registry.augment_for(image_size), source="npz")
 
 
 def load(path):

@@ -13,6 +13,18 @@ CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# The largest images trained with the CIFAR augmentation (pad 4, random crop,
+# flip): the paper's CIFAR data sets; larger ones (Tiny-ImageNet's 64 px, STL-10,
+# photos) take the random resized crop of the ImageNet augmentation.
+CIFAR_AUGMENT_MAX = 32
+
+
+def augment_for(image_size):
+    """The default training augmentation of a user's data set (a folder or an
+    .npz file) whose images are `image_size` `(h, w)` (None: they differ):
+    "cifar" up to `CIFAR_AUGMENT_MAX` px, else "imagenet"."""
+    return "cifar" if image_size and max(image_size) <= CIFAR_AUGMENT_MAX else "imagenet"
 # Per-channel statistics of the `digits` train split (80 %, stratified,
 # random_state=0) after scaling 0-16 to 0-255 (rounded) and repeating the grey channel;
 # `tests/data/test_sources.py` recomputes them from the data.

@@ -187,7 +187,7 @@ def info(name_or_path, data_dir=None):
         std=registry.CIFAR10_STD if is_cifar10 else registry.IMAGENET_STD,
         splits=tuple(splits),
         num_examples={name: len(paths) for name, (paths, _) in splits.items()},
-        augment="cifar" if is_cifar10 else "imagenet",
+        augment="cifar" if is_cifar10 else registry.augment_for(image_size),
         source=kind,
     )
 

@@ -155,6 +155,20 @@ def test_cifar10_like_folder_gets_cifar_statistics(tmp_path):
     assert info.mean == registry.CIFAR10_MEAN and info.augment == "cifar"
 
 
+def test_users_data_sets_take_the_augmentation_of_their_size(tmp_path):
+    """A folder or .npz of CIFAR-sized images trains with the CIFAR augmentation
+    (pad-crop, flip); larger or differing images with the random resized crop."""
+    for size, expected in ((28, "cifar"), (32, "cifar"), (33, "imagenet"), (64, "imagenet")):
+        _png(str(tmp_path / f"f{size}" / "train" / "a" / "0.png"), 5, size=(size, size))
+        assert kd.info(str(tmp_path / f"f{size}")).augment == expected, size
+        path = str(tmp_path / f"{size}.npz")
+        np.savez(path, x_train=np.zeros((2, size, size), np.uint8), y_train=[0, 1])
+        assert kd.info(path).augment == expected, size
+    _png(str(tmp_path / "mixed" / "train" / "a" / "0.png"), 5, size=(20, 20))
+    _png(str(tmp_path / "mixed" / "train" / "b" / "0.png"), 5, size=(24, 20))
+    assert kd.info(str(tmp_path / "mixed")).augment == "imagenet"  # sizes differ
+
+
 def test_tiny_imagenet_layout(tmp_path):
     root = tmp_path / "tiny-imagenet-200"
     wnids = ["n02", "n01"]

@@ -106,6 +106,21 @@ def test_protocol_learns_a_linearly_separable_problem(tmp_path, augment):
 
 
 @pytest.mark.backend_independent
+def test_a_folder_without_a_test_split_evaluates_on_val(tmp_path, resolve_flags):
+    """As the training binaries: train/ and val/ (ImageNet's layout) evaluate on
+    val/; a split the data set lacks is a ValueError naming the flag."""
+    for split in ("train", "val"):
+        for name in ("a", "b"):
+            os.makedirs(tmp_path / "f" / split / name)
+            keras.utils.save_img(str(tmp_path / "f" / split / name / "0.png"),
+                                 np.zeros((8, 8, 3)))
+    argv = [f"--dataset={tmp_path / 'f'}", "--encoder=e.keras"]
+    assert resolve_flags(le, argv).test_split == "val"
+    with pytest.raises(ValueError, match="`--train_split` .*received 'unlabelled'"):
+        resolve_flags(le, argv + ["--train_split=unlabelled"])
+
+
+@pytest.mark.backend_independent
 def test_numpy_input_equals_tf_data_and_learns(tmp_path):
     """`--input=numpy` (in-memory .npz, no TensorFlow needed) against the tf.data
     path on the same file: with `--augment=none` the features and therefore the

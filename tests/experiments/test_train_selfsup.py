@@ -120,6 +120,8 @@ def test_another_dataset_takes_its_own_view_size_and_stem(tmp_path, resolve_flag
     assert (cfg.image_size, cfg.stem) == (96, "imagenet")
     cfg = resolve(f"--dataset={path}", "--image_size=32")
     assert (cfg.image_size, cfg.stem) == (32, "cifar")
+    with pytest.raises(ValueError, match=r"`--train_split` .*\['train'\]; received 'unlabelled'"):
+        resolve(f"--dataset={path}", "--train_split=unlabelled")
     assert resolve("--preset=stl10").image_size == 96  # the preset's own data set
 
 

@@ -28,10 +28,13 @@ def _run(args, backend="tensorflow", check=True):
 def test_smoke_run_writes_everything_and_export_serves(tmp_path):
     workdir = str(tmp_path / "run")
     # Eager steps: the compiled binary runs every method in the smoke suite.
-    _run(["--smoke", f"--workdir={workdir}", "--method=mixup", "--run_eagerly"])
+    proc = _run(["--smoke", f"--workdir={workdir}", "--method=mixup", "--run_eagerly"])
     for name in ("config.json", "metrics.json", "model.keras", "export", "tensorboard",
                  "history.csv"):
         assert os.path.exists(os.path.join(workdir, name)), name
+    # TensorFlow's INFO lines of the export (a page of renamed inputs) stay out
+    # of the run's output unless --verbosity asks for them.
+    assert "signature_serialization" not in proc.stderr, proc.stderr[-2000:]
     config = json.load(open(os.path.join(workdir, "config.json")))
     assert config["method"] == "mixup" and config["alpha"] == ts.DEFAULT_ALPHA["mixup"]
     assert config["width"] == 8  # --smoke
@@ -287,7 +290,7 @@ def test_another_dataset_takes_its_own_size_augmentation_and_stem(resolve_superv
     np.savez(path, x_train=np.zeros((4, 40, 40, 3), np.uint8), y_train=np.arange(4) % 2,
              x_test=np.zeros((2, 40, 40, 3), np.uint8), y_test=np.arange(2))
     cfg = resolve_supervised([f"--dataset={path}"])  # the demo preset (digits, 16 px)
-    assert (cfg.image_size, cfg.augment, cfg.stem) == (40, "cifar", "cifar")
+    assert (cfg.image_size, cfg.augment, cfg.stem) == (40, "imagenet", "cifar")
     assert "--image_size=40" in capsys.readouterr().out
     cfg = resolve_supervised([f"--dataset={path}", "--image_size=24", "--augment=none"])
     assert (cfg.image_size, cfg.augment, cfg.stem) == (24, "none", "cifar")
@@ -297,7 +300,7 @@ def test_another_dataset_takes_its_own_size_augmentation_and_stem(resolve_superv
     odd = str(tmp_path / "odd.npz")  # 30 px: down to 28, a multiple of stage 3's stride
     np.savez(odd, x_train=np.zeros((4, 30, 30), np.uint8), y_train=np.arange(4) % 2)
     cfg = resolve_supervised([f"--dataset={odd}", "--method=amix", "--test_split=train"])
-    assert (cfg.image_size, cfg.stem) == (28, "cifar")
+    assert (cfg.image_size, cfg.augment, cfg.stem) == (28, "cifar", "cifar")
     cfg = resolve_supervised(["--preset=cpu_cifar10", f"--dataset={path}"])
     assert (cfg.image_size, cfg.stem) == (40, "cifar")
     # A folder whose images differ in size: 224 px with the ImageNet stem.
@@ -310,6 +313,32 @@ def test_another_dataset_takes_its_own_size_augmentation_and_stem(resolve_superv
     assert (cfg.image_size, cfg.stem) == (16, "cifar")  # --smoke: tiny images, CIFAR stem
     with pytest.raises(ValueError, match="nowhere"):
         resolve_supervised([f"--dataset={tmp_path / 'nowhere'}"])
+
+
+@pytest.mark.backend_independent
+def test_another_dataset_without_the_presets_test_split(resolve_supervised, tmp_path, capsys):
+    """An ImageNet-style folder (train/ and val/) evaluates on val/; a data set
+    with no stand-in, or a split flag naming a split it lacks, is a ValueError
+    naming the flag and the data set's splits, before anything is read."""
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for name in ("a", "b"):
+            os.makedirs(tmp_path / "f" / split / name)
+            Image.new("RGB", (8, 8)).save(tmp_path / "f" / split / name / "0.png")
+    cfg = resolve_supervised([f"--dataset={tmp_path / 'f'}"])
+    assert (cfg.train_split, cfg.test_split) == ("train", "val")
+    assert "--test_split=val" in capsys.readouterr().out
+    with pytest.raises(ValueError, match=r"`--test_split` .*\['train', 'val'\]; received 'nope'"):
+        resolve_supervised([f"--dataset={tmp_path / 'f'}", "--test_split=nope"])
+    with pytest.raises(ValueError, match=r"`--train_split` .*received 'test'"):
+        resolve_supervised([f"--dataset={tmp_path / 'f'}", "--train_split=test"])
+    one = str(tmp_path / "one.npz")  # a single split: no stand-in for "test"
+    np.savez(one, images=np.zeros((4, 8, 8), np.uint8), labels=np.arange(4) % 2)
+    with pytest.raises(ValueError, match=r"`--test_split` .*\['train'\]; received 'test' "
+                                         r"\(the preset's\)"):
+        resolve_supervised([f"--dataset={one}"])
+    assert resolve_supervised([f"--dataset={one}", "--test_split=train"]).test_split == "train"
 
 
 @pytest.mark.backend_independent
