@@ -300,7 +300,8 @@ def check_schedule(cfg):
     if cfg.warmup_epochs >= cfg.epochs:
         raise ValueError(
             f"`--warmup_epochs` must be < `--epochs` ({cfg.epochs}); "
-            f"received {cfg.warmup_epochs}."
+            f"received {cfg.warmup_epochs} (a preset's default; --warmup_epochs=0 trains "
+            "without warm-up)."
         )
     min_lr = getattr(cfg, "min_lr", None)
     if min_lr is not None and min_lr > cfg.lr:
@@ -426,13 +427,14 @@ def write_json(path, payload):
     write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str))
 
 
-def build_backbone(name, width, stem, image_size):
+def build_backbone(name, width, stem, image_size, bn_splits=1):
     from keras_amix import backbones as backbones_lib
 
     check_choice("backbone", name, BACKBONES)
     check_positive("width", width)
     return backbones_lib.resnet(
-        width=width, stem=stem, input_shape=(image_size, image_size, 3), **BACKBONES[name]
+        width=width, stem=stem, input_shape=(image_size, image_size, 3), bn_splits=bn_splits,
+        **BACKBONES[name]
     )
 
 

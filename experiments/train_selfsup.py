@@ -109,6 +109,12 @@ class Config:
         "infonce+bce for amix_i, ce+bce for amix_c).", common.text(optional=True))
     num_clusters: int = common.flag(200, "AMix-C / Inter-Intra: number K of ODC clusters.",
                                     common.number(2, integer=True))
+    bn_group: int = common.flag(
+        None, "Images per BatchNorm group: MoCo's shuffling BN on one device (split BN, the key "
+        "batch reordered across the groups). Default: the largest divisor of the batch up to "
+        "32 (the official 8-GPU MoCo v2 normalises 256 / 8) and half the batch, at least 4; "
+        "0: one BatchNorm over the (per-replica) batch.",
+        common.number(0, integer=True, optional=True))
 
 
 # MoCo v2 settings (DESIGN §6, §10): SGD 0.03 per 256 images, momentum 0.9,
@@ -157,8 +163,30 @@ def resolve_config():
         if cfg.method in CLUSTER_METHODS:
             smoke["num_clusters"] = 4
         cfg = common.smoke_config(cfg, FLAGS, smoke)
-    cfg = with_default_alpha(cfg)
+    cfg = with_defaults(cfg)
     validate(cfg)
+    return cfg
+
+
+BN_GROUP_MAX, BN_GROUP_MIN = 32, 4
+
+
+def default_bn_group(batch_size):
+    """`--bn_group`'s default: the largest divisor of `batch_size` up to
+    `BN_GROUP_MAX` and half the batch (two groups at least), 0 (one BatchNorm)
+    when none is `BN_GROUP_MIN` or more: 256 -> 32, 100 -> 25, 8 -> 4, 6 -> 0."""
+    for group in range(min(BN_GROUP_MAX, batch_size // 2), BN_GROUP_MIN - 1, -1):
+        if batch_size % group == 0:
+            return group
+    return 0
+
+
+def with_defaults(cfg):
+    """`cfg` with the method's α and the BatchNorm group where they are unset."""
+    if cfg.alpha is None and cfg.method in DEFAULT_ALPHA:
+        cfg = dataclasses.replace(cfg, alpha=DEFAULT_ALPHA[cfg.method])
+    if cfg.bn_group is None:
+        cfg = dataclasses.replace(cfg, bn_group=default_bn_group(cfg.batch_size))
     return cfg
 
 
@@ -189,6 +217,9 @@ def validate(cfg):
         names = MIX_LOSS_NAMES
         names["parse_mix_loss"](cfg.mix_loss or names["DEFAULT_MIX_LOSS"][variant], variant,
                                 num_classes=2)  # the "(L)" terms read the data set's labels
+    if cfg.bn_group and cfg.batch_size % cfg.bn_group:
+        raise ValueError(f"`--bn_group` must divide `--batch_size` ({cfg.batch_size}), or be 0 "
+                         f"(one BatchNorm over the batch); received {cfg.bn_group}.")
     if cfg.method != "mocov2" and cfg.batch_size < 2:
         raise ValueError(
             f"`--batch_size` must be >= 2 with a mixup method ({cfg.method!r}); "
@@ -196,21 +227,29 @@ def validate(cfg):
         )
 
 
-def with_default_alpha(cfg):
-    """`cfg` with the method's α where it is unset (None)."""
-    if cfg.alpha is None and cfg.method in DEFAULT_ALPHA:
-        cfg = dataclasses.replace(cfg, alpha=DEFAULT_ALPHA[cfg.method])
-    return cfg
-
-
 def config_for(preset="demo", **changes):
     """The config `--preset=PRESET --name=value ...` resolves to, without flags
-    (benchmarks build their models through it): the method's α filled in,
-    then checked."""
+    (benchmarks build their models through it): the method's α and the
+    BatchNorm group filled in, then checked."""
     cfg = dataclasses.replace(PRESETS[preset], **changes)
-    cfg = with_default_alpha(cfg)
+    cfg = with_defaults(cfg)
     validate(cfg)
     return cfg
+
+
+def bn_splits(cfg):
+    """The split-BN groups of one replica's batch (`--bn_group`); in the
+    strategy's scope (MirroredStrategy: each replica's share of the batch;
+    JAX DataParallel runs one global step)."""
+    from keras_amix.training.backend import num_replicas
+
+    if not cfg.bn_group:
+        return 1
+    replicas = num_replicas()
+    if cfg.batch_size % (replicas * cfg.bn_group):
+        raise ValueError(f"`--bn_group`={cfg.bn_group} must divide each replica's batch "
+                         f"(--batch_size={cfg.batch_size} over {replicas} replicas).")
+    return cfg.batch_size // (replicas * cfg.bn_group)
 
 
 def build_model(cfg, num_samples=None, num_classes=None):
@@ -218,7 +257,8 @@ def build_model(cfg, num_samples=None, num_classes=None):
     "(L)" Mix Block losses read `num_classes` labels."""
     from keras_amix import models
 
-    backbone = common.build_backbone(cfg.backbone, cfg.width, cfg.stem, cfg.image_size)
+    backbone = common.build_backbone(cfg.backbone, cfg.width, cfg.stem, cfg.image_size,
+                                     bn_splits=bn_splits(cfg))
     moco = dict(projection_dim=cfg.projection_dim, hidden_dim=cfg.hidden_dim,
                 queue_size=cfg.queue_size, temperature=cfg.temperature,
                 momentum=cfg.key_momentum, mix_weight=cfg.mix_weight, seed=cfg.seed)

@@ -7,10 +7,14 @@ hidden features (ManifoldMix) or read intermediate features (the Mix Block reads
 stage 3) run the chain stage by stage with `run_stages`.
 
 Only built-in Keras layers are used, so a model containing the backbone saves
-to and loads from a `.keras` file without custom objects.
+to and loads from a `.keras` file without custom objects; with `bn_splits > 1`
+its BatchNorms are `keras_amix.layers.SplitBatchNormalization` (registered
+when keras_amix is imported).
 """
 
 import keras
+
+from keras_amix.layers.split_batch_norm import SplitBatchNormalization
 
 STAGE_NAMES = ("stem", "stage1", "stage2", "stage3", "stage4")
 
@@ -56,60 +60,59 @@ def _conv(x, filters, kernel_size, strides, name, groups=1):
     )(x)
 
 
-def _bn(x, name, zero_init=False):
-    return keras.layers.BatchNormalization(
-        momentum=_BN_MOMENTUM,
-        epsilon=_BN_EPSILON,
-        gamma_initializer="zeros" if zero_init else "ones",
-        name=name,
-    )(x)
+def _bn(x, name, splits, zero_init=False):
+    kwargs = dict(momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON, name=name,
+                  gamma_initializer="zeros" if zero_init else "ones")
+    if splits > 1:
+        return SplitBatchNormalization(splits, **kwargs)(x)
+    return keras.layers.BatchNormalization(**kwargs)(x)
 
 
-def _basic_block(x, planes, strides, name, zero_init_residual, **unused):
+def _basic_block(x, planes, strides, name, zero_init_residual, bn_splits, **unused):
     in_channels = x.shape[-1]
     shortcut = x
     y = _conv(x, planes, 3, strides, f"{name}_conv1")
-    y = _bn(y, f"{name}_bn1")
+    y = _bn(y, f"{name}_bn1", bn_splits)
     y = keras.layers.ReLU(name=f"{name}_relu1")(y)
     y = _conv(y, planes, 3, 1, f"{name}_conv2")
-    y = _bn(y, f"{name}_bn2", zero_init=zero_init_residual)
+    y = _bn(y, f"{name}_bn2", bn_splits, zero_init=zero_init_residual)
     if strides != 1 or in_channels != planes:
         shortcut = _conv(x, planes, 1, strides, f"{name}_proj_conv")
-        shortcut = _bn(shortcut, f"{name}_proj_bn")
+        shortcut = _bn(shortcut, f"{name}_proj_bn", bn_splits)
     y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
     return keras.layers.ReLU(name=f"{name}_out")(y)
 
 
 def _bottleneck_block(
-    x, planes, strides, name, zero_init_residual, groups, width_per_group
+    x, planes, strides, name, zero_init_residual, bn_splits, groups, width_per_group
 ):
     in_channels = x.shape[-1]
     out_channels = planes * _EXPANSION["bottleneck"]
     inner = int(planes * (width_per_group / 64.0)) * groups
     shortcut = x
     y = _conv(x, inner, 1, 1, f"{name}_conv1")
-    y = _bn(y, f"{name}_bn1")
+    y = _bn(y, f"{name}_bn1", bn_splits)
     y = keras.layers.ReLU(name=f"{name}_relu1")(y)
     # ResNet v1.5: the stride sits in the 3x3 convolution.
     y = _conv(y, inner, 3, strides, f"{name}_conv2", groups=groups)
-    y = _bn(y, f"{name}_bn2")
+    y = _bn(y, f"{name}_bn2", bn_splits)
     y = keras.layers.ReLU(name=f"{name}_relu2")(y)
     y = _conv(y, out_channels, 1, 1, f"{name}_conv3")
-    y = _bn(y, f"{name}_bn3", zero_init=zero_init_residual)
+    y = _bn(y, f"{name}_bn3", bn_splits, zero_init=zero_init_residual)
     if strides != 1 or in_channels != out_channels:
         shortcut = _conv(x, out_channels, 1, strides, f"{name}_proj_conv")
-        shortcut = _bn(shortcut, f"{name}_proj_bn")
+        shortcut = _bn(shortcut, f"{name}_proj_bn", bn_splits)
     y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
     return keras.layers.ReLU(name=f"{name}_out")(y)
 
 
-def _build_stem(channels, width, stem):
+def _build_stem(channels, width, stem, bn_splits):
     inputs = keras.Input((None, None, channels), name="stem_input")
     if stem == "cifar":
         x = _conv(inputs, width, 3, 1, "conv")
     else:
         x = _conv(inputs, width, 7, 2, "conv")
-    x = _bn(x, "bn")
+    x = _bn(x, "bn", bn_splits)
     x = keras.layers.ReLU(name="relu")(x)
     if stem == "imagenet":
         # Zero padding equals PyTorch's -inf padding here: inputs are >= 0.
@@ -150,6 +153,7 @@ def resnet(
     width_per_group=64,
     input_shape=(None, None, 3),
     zero_init_residual=False,
+    bn_splits=1,
     name=None,
 ):
     """ResNet-18/34/50/101 or ResNeXt backbone returning the stage-4 map.
@@ -179,6 +183,9 @@ def resnet(
         input_shape: `(H, W, C)` of the input; H and W may be None.
         zero_init_residual: bool, initialise the last BN scale of every
             residual branch to zero, so each block starts as the identity.
+        bn_splits: int >= 1; above 1 every BatchNorm is a
+            `keras_amix.layers.SplitBatchNormalization` with that many groups
+            (MoCo's shuffling BN on one device; inference is unchanged).
         name: optional model name; defaults to e.g. `"resnet18"`,
             `"resnext50_32x4d"` (with `_w{width}` when `width != 64`).
 
@@ -241,12 +248,14 @@ def resnet(
             "an empty bottleneck; increase `width` or `width_per_group`."
         )
 
-    block_kwargs = {"zero_init_residual": zero_init_residual}
+    if isinstance(bn_splits, bool) or not isinstance(bn_splits, int) or bn_splits < 1:
+        raise ValueError(f"`bn_splits` must be an int >= 1. Received: bn_splits={bn_splits!r}")
+    block_kwargs = {"zero_init_residual": zero_init_residual, "bn_splits": bn_splits}
     if block == "bottleneck":
         block_kwargs.update(groups=groups, width_per_group=width_per_group)
 
     inputs = keras.Input(input_shape, name="images")
-    x = _build_stem(input_shape[-1], width, stem)(inputs)
+    x = _build_stem(input_shape[-1], width, stem, bn_splits)(inputs)
     channels = width
     for index, blocks in enumerate(blocks_per_stage, start=1):
         planes = width * 2 ** (index - 1)

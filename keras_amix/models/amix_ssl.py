@@ -195,19 +195,24 @@ class AMixSSL(MoCoV2):
     # ------------------------------------------------------------ forward
     def _key_forward(self, images):
         """Stage-l features, the L2-normalised key projection of θ_k and the
-        projection before the normalisation (what the heads read), no gradient."""
-        z = backbones_lib.run_stages(self.key_backbone, images, stop=self.feature_stage,
-                                     training=True)
+        projection before the normalisation (what the heads read), no gradient
+        (with split BN run in the key encoder's batch order, returned in the
+        images' order, as `key_embedding`)."""
+        z = backbones_lib.run_stages(self.key_backbone, self.key_order(images, True),
+                                     stop=self.feature_stage, training=True)
         end = z
         if self.feature_stage != "stage4":
             end = backbones_lib.run_stages(self.key_backbone, z,
                                            start=_next_stage(self.feature_stage), training=True)
-        raw = ops.stop_gradient(self.key_proj_out(self.key_proj_hidden(self.pool(end))))
-        return ops.stop_gradient(z), l2_normalize(raw), raw
+        raw = self.key_proj_out(self.key_proj_hidden(self.pool(end)))
+        z, raw = (ops.stop_gradient(self.key_order(t, True, undo=True)) for t in (z, raw))
+        return z, l2_normalize(raw), raw
 
     def _key_project(self, images):
         """θ_k's normalised projection *with* the gradient to the pixels (φ's
-        path), and the projection before the normalisation (the heads')."""
+        path), and the projection before the normalisation (the heads'). In
+        the images' order under split BN: the mixed batch is not the views'
+        batch, so its groups already differ from the keys'."""
         features = self.pool(self.key_backbone(images, training=True))
         raw = self.key_proj_out(self.key_proj_hidden(features))
         return l2_normalize(raw), raw

@@ -7,6 +7,7 @@ from keras import ops
 
 from keras_amix import losses as losses_lib
 from keras_amix.backbones import feature_channels
+from keras_amix.layers import split_batch_norm as split_bn
 from keras_amix.losses.contrastive import l2_normalize
 from keras_amix.models import moco_mixing as mixing_lib
 from keras_amix.models.odc import ODCMemory
@@ -35,6 +36,14 @@ class MoCoV2(StepModel):
     optimizer update the key encoder follows θ_k ← m θ_k + (1 − m) θ_q,
     applied first thing in the next step (as MoCo's code does).
 
+    MoCo's shuffling BN on one device: a backbone built with `bn_splits=S`
+    (`keras_amix.backbones.resnet`) normalises S groups of the batch apart,
+    and the key encoder takes its batch reordered across the groups
+    (`keras_amix.layers.split_batch_norm.interleave`, undone on the keys), so
+    a query and its positive key are normalised with statistics of different
+    samples (MoCo §3.3: else the model can find the positive by the batch's
+    statistics). The batch (per replica) must be a multiple of S.
+
     With `mixer` set, the step mixes by that strategy
     (`keras_amix.models.moco_mixing`, DESIGN §6); a name stands for one:
 
@@ -55,7 +64,7 @@ class MoCoV2(StepModel):
 
     Args:
         backbone: a `keras_amix.backbones.resnet(...)` model (unpooled
-            stage-4 output).
+            stage-4 output); with `bn_splits > 1`, MoCo's split BN.
         projection_dim: int > 0, output size of the projection MLP (128).
         hidden_dim: int > 0, hidden size of the projection MLP (2048).
         queue_size: int > 0, number K of queued keys (65536 in the paper);
@@ -150,6 +159,7 @@ class MoCoV2(StepModel):
         # The key encoder: an EMA copy. Its layers stay trainable (BatchNorm
         # uses batch statistics) but its variables are non-trainable.
         self.key_backbone = keras.models.clone_model(backbone)
+        self.bn_splits = split_bn.num_splits(backbone)  # 1: plain BatchNorm
         self.key_proj_hidden = keras.layers.Dense(self.hidden_dim, activation="relu",
                                                   name="key_proj_hidden")
         self.key_proj_out = keras.layers.Dense(self.projection_dim, name="key_proj_out")
@@ -221,9 +231,20 @@ class MoCoV2(StepModel):
         return l2_normalize(self.proj_out(self.proj_hidden(features)))
 
     def key_embedding(self, images, training=True):
-        """Key projection (stop-gradient), L2-normalised, (B, projection_dim)."""
+        """Key projection (stop-gradient), L2-normalised, (B, projection_dim);
+        in training with split BN the batch runs reordered across the groups
+        (`key_order`) and the keys come back in the images' order."""
+        images = self.key_order(images, training)
         features = self.pool(self.key_backbone(images, training=training))
-        return ops.stop_gradient(l2_normalize(self.key_proj_out(self.key_proj_hidden(features))))
+        keys = l2_normalize(self.key_proj_out(self.key_proj_hidden(features)))
+        return ops.stop_gradient(self.key_order(keys, training, undo=True))
+
+    def key_order(self, x, training, undo=False):
+        """`x` in the key encoder's batch order (or back, `undo`): across the
+        split-BN groups in training, unchanged otherwise."""
+        if not training or self.bn_splits == 1:
+            return x
+        return (split_bn.deinterleave if undo else split_bn.interleave)(x, self.bn_splits)
 
     def call(self, images, training=False):
         if isinstance(images, StepBatch):  # a batch of fit / evaluate

@@ -137,6 +137,7 @@ def test_another_dataset_takes_its_own_view_size_and_stem(tmp_path, resolve_flag
     (dict(alpha=0.0), "--alpha"),
     (dict(method="mixup", batch_size=1, queue_size=8), "--batch_size"),
     (dict(export_embedding="logits"), "--export_embedding"),
+    (dict(batch_size=64, bn_group=24), "`--bn_group` must divide `--batch_size` \\(64\\)"),
     (dict(method="amix_i", mix_loss="ce+bce"), "variant='cluster'"),
     (dict(method="amix_c", mix_loss="ce+nope"), "mix_loss"),
     (dict(method="mixup", mix_loss="bce"), "--mix_loss"),
@@ -149,11 +150,23 @@ def test_validate_rejects_bad_configs(changes, match):
         tss.validate(cfg)
 
 
+@pytest.mark.backend_independent
+def test_bn_group_default_is_the_largest_divisor_up_to_32(resolve_flags):
+    """MoCo's split BN: groups of 32 as the official 8-GPU MoCo v2 (256 / 8),
+    smaller where the batch asks, one BatchNorm where no group of 4+ fits."""
+    assert [tss.default_bn_group(b) for b in (256, 128, 64, 100, 48, 8, 7, 6, 2)] == \
+        [32, 32, 32, 25, 24, 4, 0, 0, 0]
+    assert resolve_flags(tss, []).bn_group == 32  # the demo's batch of 64
+    assert resolve_flags(tss, ["--smoke"]).bn_group == 4  # batch 8
+    assert resolve_flags(tss, ["--bn_group=0"]).bn_group == 0
+    assert resolve_flags(tss, ["--batch_size=48", "--bn_group=8"]).bn_group == 8
+
+
 def test_every_method_builds_the_matching_model():
     for method in tss.METHODS:
         cfg = dataclasses.replace(tss.Config(), method=method, width=8, image_size=8,
                                   hidden_dim=8, projection_dim=4, queue_size=16, batch_size=8,
-                                  alpha=tss.DEFAULT_ALPHA.get(method))
+                                  alpha=tss.DEFAULT_ALPHA.get(method), bn_group=4)
         tss.validate(cfg)
         model = tss.build_model(cfg, num_samples=256, num_classes=10)
         if method in tss.AMIX_METHODS:
@@ -162,3 +175,4 @@ def test_every_method_builds_the_matching_model():
             assert (model.mixer and model.mixer.name) == (None if method == "mocov2" else method)
         assert (model.odc is not None) == (method in tss.CLUSTER_METHODS)
         assert model.queue_size == 16 and model.temperature == cfg.temperature
+        assert model.bn_splits == 2  # groups of 4 in a batch of 8

@@ -282,3 +282,21 @@ def test_save_load_keeps_memory_queue_and_mix_block(tmp_path):
         np.testing.assert_array_equal(_np(a), _np(b))
     np.testing.assert_allclose(_np(model(x["view1"])), _np(loaded(x["view1"])), rtol=1e-5,
                                atol=1e-6)
+
+
+def test_split_bn_key_features_come_back_in_the_images_order():
+    """With split BN (4 groups of a batch of 8) θ_k runs on the reordered batch
+    (sample 0's group {0, 2}): the stage-3 features the Mix Block reads and the
+    keys of sample 0 move with sample 2, not with sample 1, and match
+    `key_embedding`'s keys."""
+    model = AMixSSL(backbones.resnet(18, width=8, bn_splits=4), variant="instance",
+                    projection_dim=8, hidden_dim=16, queue_size=16, seed=1)
+    x = _views(n=8)["view1"]
+    f, k, _ = (_np(t) for t in model._key_forward(x))
+    np.testing.assert_allclose(k, _np(model.key_embedding(x, training=True)), atol=1e-5)
+    for other, moves in ((1, False), (2, True)):
+        changed = x.copy()
+        changed[other] += 3.0
+        f2, k2, _ = (_np(t) for t in model._key_forward(changed))
+        assert (np.abs(f2[0] - f[0]).max() > 1e-4) == moves, other
+        assert (np.abs(k2[0] - k[0]).max() > 1e-4) == moves, other

@@ -235,6 +235,46 @@ def test_fit_and_evaluate(mixer):
     assert set(logs) == {"loss"} and np.isfinite(logs["loss"])
 
 
+def test_split_bn_keys_and_queries_are_normalised_with_different_samples():
+    """MoCo's shuffling BN on one device (bn_splits=4, batch 8): a query is
+    normalised with its consecutive group ({0, 1} for sample 0), its key with
+    its group of the reordered batch ({0, 2}); changing sample 1 changes
+    query 0 but not key 0, changing sample 2 the other way round. Keys come
+    back in the images' order, and inference ignores the groups."""
+    model = MoCoV2(backbones.resnet(18, width=4, bn_splits=4), projection_dim=8,
+                   hidden_dim=16, queue_size=16, seed=1)
+    assert model.bn_splits == 4
+    x = _views(n=8)["view1"]
+
+    def embed(images):
+        return (_np(model.query_embedding(images, training=True)),
+                _np(model.key_embedding(images, training=True)))
+
+    q, k = embed(x)
+    for other, query_moves, key_moves in ((1, True, False), (2, False, True)):
+        changed = x.copy()
+        changed[other] += 3.0
+        q2, k2 = embed(changed)
+        assert (np.abs(q2[0] - q[0]).max() > 1e-4) == query_moves, other
+        assert (np.abs(k2[0] - k[0]).max() > 1e-4) == key_moves, other
+    plain = MoCoV2(backbones.resnet(18, width=4), projection_dim=8, hidden_dim=16,
+                   queue_size=16, seed=1)
+    assert plain.bn_splits == 1
+    np.testing.assert_allclose(_np(model.key_embedding(x, training=False))[:2],
+                               _np(model.key_embedding(x[:2], training=False)), atol=1e-5)
+
+
+@pytest.mark.training
+def test_split_bn_trains_and_needs_a_batch_of_its_multiple():
+    model = MoCoV2(backbones.resnet(18, width=4, bn_splits=2), projection_dim=8,
+                   hidden_dim=16, queue_size=16, seed=1, mixer="mixup")
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+    history = model.fit(_views(n=8), np.zeros(8), batch_size=4, epochs=1, verbose=0).history
+    assert np.all(np.isfinite(history["loss"]))
+    with pytest.raises(ValueError, match="multiple of num_splits=2"):
+        model.fit(_views(n=6), np.zeros(6), batch_size=3, epochs=1, verbose=0)
+
+
 @pytest.mark.training
 def test_save_load_keeps_queue_pointer_and_encoders(tmp_path):
     x = _views(n=8)
