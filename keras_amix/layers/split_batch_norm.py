@@ -84,11 +84,20 @@ class SplitBatchNormalization(keras.layers.BatchNormalization):
         return {**super().get_config(), "num_splits": self.num_splits}
 
 
-def _check_batch(batch, num_splits):
+def _regroup(x, num_splits, inverse):
+    """The transpose of `x`'s (num_splits, n) blocks of rows, or (`inverse`) of
+    its (n, num_splits) blocks."""
+    batch = x.shape[0]
     if batch is None:
-        raise ValueError("interleave needs a static batch size; received None.")
+        raise ValueError("Reordering the batch needs a static batch size; received None.")
     if batch % num_splits:
         raise ValueError(f"The batch ({batch}) must be a multiple of num_splits={num_splits}.")
+    if num_splits == 1:
+        return x
+    rows = batch // num_splits if inverse else num_splits
+    rest = tuple(x.shape[1:])
+    blocks = ops.reshape(x, (rows, batch // rows, *rest))
+    return ops.reshape(ops.transpose(blocks, (1, 0, *range(2, len(rest) + 2))), (batch, *rest))
 
 
 def interleave(x, num_splits):
@@ -99,26 +108,12 @@ def interleave(x, num_splits):
     group of `x` (one row of each of n groups when n < num_splits), and a row
     shares its group with few of its old group's rows. `deinterleave` undoes
     it."""
-    batch = x.shape[0]
-    _check_batch(batch, num_splits)
-    if num_splits == 1:
-        return x
-    rest = tuple(x.shape[1:])
-    blocks = ops.reshape(x, (num_splits, batch // num_splits, *rest))
-    order = (1, 0, *range(2, len(rest) + 2))
-    return ops.reshape(ops.transpose(blocks, order), (batch, *rest))
+    return _regroup(x, num_splits, inverse=False)
 
 
 def deinterleave(x, num_splits):
     """The inverse of `interleave`."""
-    batch = x.shape[0]
-    _check_batch(batch, num_splits)
-    if num_splits == 1:
-        return x
-    rest = tuple(x.shape[1:])
-    blocks = ops.reshape(x, (batch // num_splits, num_splits, *rest))
-    order = (1, 0, *range(2, len(rest) + 2))
-    return ops.reshape(ops.transpose(blocks, order), (batch, *rest))
+    return _regroup(x, num_splits, inverse=True)
 
 
 def num_splits(model):

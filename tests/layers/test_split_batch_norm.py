@@ -109,3 +109,7 @@ def test_backbone_with_split_bn_saves_loads_and_reports_its_splits(tmp_path):
                                ops.convert_to_numpy(backbone(x, training=False)), atol=1e-5)
     with pytest.raises(ValueError, match="bn_splits"):
         backbones.resnet(18, width=4, bn_splits=0)
+    inputs = keras.Input((4,))
+    mixed = keras.Model(inputs, SplitBatchNormalization(4)(SplitBatchNormalization(2)(inputs)))
+    with pytest.raises(ValueError, match=r"share one num_splits; received \[2, 4\]"):
+        num_splits(mixed)
