@@ -89,7 +89,8 @@ def _regroup(x, num_splits, inverse):
     its (n, num_splits) blocks."""
     batch = x.shape[0]
     if batch is None:
-        raise ValueError("Reordering the batch needs a static batch size; received None.")
+        raise ValueError("Reordering the batch needs a static batch size (batch the pipeline "
+                         "with drop_remainder=True); received None.")
     if batch % num_splits:
         raise ValueError(f"The batch ({batch}) must be a multiple of num_splits={num_splits}.")
     if num_splits == 1:
