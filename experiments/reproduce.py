@@ -9,7 +9,8 @@ single-threaded: it runs 2 at a time). A run is finished when its
 `metrics.json` exists (the binary writes it last), so `--resume` skips finished
 runs and lets the binary itself resume an interrupted one from its backup.
 While runs go, a line gives the runs done, each running run's number and epoch,
-the time elapsed and an estimate of the time left. At the end (and after each
+the time elapsed and an estimate of the time left (at the rate of the last half
+hour of work). At the end (and after each
 finished run) the suite writes, atomically:
 
     results.json   every run's history and the per-row aggregates
@@ -471,7 +472,13 @@ def _clock(seconds):
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def progress(runs, running, pending, ended, elapsed):
+# The time left is extrapolated from the work of the last half hour: a suite
+# continued for days on a shared machine (paused, or starved by other work
+# for a while) would otherwise carry its slow hours into every estimate.
+RATE_WINDOW_SECONDS = 1800.0
+
+
+def progress(runs, running, pending, ended, elapsed, window=None):
     """The progress line and its state (the line less the clock).
 
     Runs are numbered by their place in `runs` (the launch order); `running`
@@ -480,6 +487,9 @@ def progress(runs, running, pending, ended, elapsed):
     start. The time left extrapolates the work done here (the epochs each
     run trained in this invocation) to the work left, each run weighted by
     its row's `weight` (the learned runs, which start first, take 2.7x).
+    `window` (a list the caller keeps between calls; None: since the start)
+    holds `(elapsed, work done)` samples: the rate is the one since its oldest
+    sample of the last `RATE_WINDOW_SECONDS`, and this call appends its own.
     """
     number = {run.workdir: i for i, run in enumerate(runs, 1)}
     done = sum(run.finished() for run in runs)
@@ -494,9 +504,15 @@ def progress(runs, running, pending, ended, elapsed):
         fraction = _fraction(run, epochs)
         progressed += max(fraction - _fraction(run, first_epochs), 0.0) * run.row.weight
         left += (1.0 - fraction) * run.row.weight
+    since, work = 0.0, 0.0
+    if window is not None:
+        window.append((elapsed, progressed))
+        while len(window) > 1 and window[1][0] <= elapsed - RATE_WINDOW_SECONDS:
+            del window[0]  # keep one sample at or before the window's start
+        since, work = window[0]
     clock = f"{_clock(elapsed)} elapsed"
-    if progressed > 0:
-        clock += f", about {_clock(elapsed * left / progressed)} left"
+    if progressed - work > 0 and elapsed > since:
+        clock += f", about {_clock((elapsed - since) * left / (progressed - work))} left"
     state = f"[{done}/{len(runs)} done] " + "; ".join(parts)
     return state, f"[{done}/{len(runs)} done, {clock}] " + "; ".join(parts)
 
@@ -530,6 +546,7 @@ def run_suite(suite_name, seeds=1, jobs=None, resume=False, workdir=None, data=N
     order = launch_order(runs)  # results keep the table order
     pending = [] if report else [run for run in order if not run.finished()]
     running, failed, ended = [], [], []
+    window = []  # (elapsed, work done) samples of the time-left estimate
     t0 = time.time()
     last_state, last_print = None, t0
     todo = {}  # run workdir -> the commands it still has to run, the current one first
@@ -546,7 +563,7 @@ def run_suite(suite_name, seeds=1, jobs=None, resume=False, workdir=None, data=N
             todo[run.workdir] = stages(suite, run, data, extra, linear_extra)
             running.append((run, launch(run), _epochs_done(run)))
         now = time.time()
-        state, line = progress(order, running, pending, ended, now - t0)
+        state, line = progress(order, running, pending, ended, now - t0, window)
         if state != last_state or now - last_print >= heartbeat_seconds:
             print(line, file=out, flush=True)
             last_state, last_print = state, now

@@ -215,6 +215,20 @@ def test_progress_line_numbers_runs_epochs_and_time_left(tmp_path):
     # epochs (1 unit) in 30 s; mixup at 2 of 4 (half left, 0.5 units): 15 s.
     _, line = reproduce.progress(runs, [(runs[1], None, 2)], [], [(runs[0], None, 0)], 30.0)
     assert "about 0:15 left" in line
+    # The rate of the window: the caller's oldest sample says 1.0 unit was done
+    # at 1740 s; at 1800 s 1.5 units are done: 0.5 unit per 60 s, 3.2 units left
+    # (half of mixup + amix) = 384 s, whatever the first 1740 s were.
+    window = [(1740.0, 1.0)]
+    _, line = reproduce.progress(runs, [(runs[1], None, 0)], runs[3:], [(runs[0], None, 0)],
+                                 1800.0, window)
+    assert "about 6:24 left" in line and window == [(1740.0, 1.0), (1800.0, 1.5)]
+    # Samples older than the last half hour go, but for the last one before it:
+    # at 5000 s the window starts at 3200 s, so (3100, 1.2) is the baseline:
+    # 0.3 unit in 1900 s, 3.2 units left = 20267 s.
+    window = [(0.0, 0.0), (3000.0, 1.0), (3100.0, 1.2)]
+    _, line = reproduce.progress(runs, [(runs[1], None, 0)], runs[3:], [(runs[0], None, 0)],
+                                 5000.0, window)
+    assert "about 5:37:47 left" in line and window == [(3100.0, 1.2), (5000.0, 1.5)]
 
 
 class _FakeTrainer:
