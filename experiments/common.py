@@ -300,7 +300,7 @@ def check_schedule(cfg):
     if cfg.warmup_epochs >= cfg.epochs:
         raise ValueError(
             f"`--warmup_epochs` must be < `--epochs` ({cfg.epochs}); "
-            f"received {cfg.warmup_epochs} (a preset's default; --warmup_epochs=0 trains "
+            f"received {cfg.warmup_epochs} (presets set it; --warmup_epochs=0 trains "
             "without warm-up)."
         )
     min_lr = getattr(cfg, "min_lr", None)

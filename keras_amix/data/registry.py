@@ -25,6 +25,8 @@ def augment_for(image_size):
     .npz file) whose images are `image_size` `(h, w)` (None: they differ):
     "cifar" up to `CIFAR_AUGMENT_MAX` px, else "imagenet"."""
     return "cifar" if image_size and max(image_size) <= CIFAR_AUGMENT_MAX else "imagenet"
+
+
 # Per-channel statistics of the `digits` train split (80 %, stratified,
 # random_state=0) after scaling 0-16 to 0-255 (rounded) and repeating the grey channel;
 # `tests/data/test_sources.py` recomputes them from the data.
