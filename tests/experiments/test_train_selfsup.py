@@ -35,7 +35,7 @@ EMBEDDINGS_CHECK = (
 
 
 @pytest.mark.backend_independent
-def test_amix_c_pretrain_export_then_linear_eval_end_to_end(tmp_path):
+def test_amix_c_pretrain_export_then_linear_eval_end_to_end(tmp_path, resolve_flags):
     """AMix-C through the binary (compiled, as a user's run): ODC's k-means
     start, its change ratio and the mask std logged, every output written;
     the SavedModel serves unit-norm embeddings in a fresh process; linear
@@ -65,18 +65,20 @@ def test_amix_c_pretrain_export_then_linear_eval_end_to_end(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-3000:]
 
-    # Linear evaluation reads the encoder file the pretraining wrote.
+    # Linear evaluation reads the encoder file the pretraining wrote: the
+    # binary's `main` (its flags resolved, then `evaluate`), in this process.
+    from experiments import linear_eval
+
     linear = str(tmp_path / "linear")
-    _run("experiments.linear_eval", ["--smoke", f"--encoder={workdir}/encoder.keras",
-                                     f"--workdir={linear}", "--run_eagerly"])
+    cfg = resolve_flags(linear_eval, ["--smoke", f"--encoder={workdir}/encoder.keras",
+                                      "--run_eagerly"])
+    linear_eval.evaluate(cfg, linear)
     result = json.load(open(os.path.join(linear, "metrics.json")))
     assert 0.0 <= result["top1"] <= 1.0 and result["feature_dim"] == 64
     assert len(result["history"]["val_top1"]) == 2
     assert os.path.exists(os.path.join(linear, "classifier.keras"))
 
     # ... and the SavedModel (it normalises [0, 1] images itself; unit-norm features).
-    from experiments import linear_eval
-
     cfg = linear_eval.Config(encoder=os.path.join(workdir, "export"), image_size=16, epochs=1,
                              batch_size=16, per_class_limit=4, test_per_class_limit=2,
                              trust_saved_model=True)

@@ -131,7 +131,8 @@ def test_eval_every_skips_evaluations_without_changing_training(tmp_path, monkey
     """`--eval_every`: epochs not evaluated are NA in history.csv, and the
     training is the same (an evaluation touches no state: the momentum
     encoder, BatchNorm statistics and the seed generator only move in training
-    steps). 3 epochs, the always-evaluated tail shortened from 10 to 1."""
+    steps). 3 epochs of one step, the always-evaluated tail shortened from 10
+    to 1."""
     import functools
 
     import keras
@@ -140,7 +141,7 @@ def test_eval_every_skips_evaluations_without_changing_training(tmp_path, monkey
 
     monkeypatch.setattr(common, "eval_epochs", functools.partial(common.eval_epochs, last=1))
     base = dataclasses.replace(
-        ts.Config(), method="amix", epochs=3, batch_size=8, max_train_examples=16,
+        ts.Config(), method="amix", epochs=3, batch_size=8, max_train_examples=8,
         max_test_examples=8, image_size=8, width=8, export=False, run_eagerly=True,
         mask_summary_every=0)
     runs = {}
