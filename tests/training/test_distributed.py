@@ -314,7 +314,7 @@ def run(mixer, parallel):
 ATOL = STEPS * 576 * float(np.finfo(np.float32).eps)
 
 # With mixup only: its step holds every part of the plain MoCo v2 step (whose queue
-# under DataParallel the AMix-C test of test_odc.py compares too) plus the draws.
+# under DataParallel the AMix-C check below compares too) plus the draws.
 for mixer in ("mixup",):
     single, single_ptr, sharding, single_drawn = run(mixer, parallel=False)
     assert len(sharding.device_set) == 1, sharding
@@ -362,7 +362,7 @@ single, single_labels, sharding, single_queue, single_ptr = run(parallel=False)
 assert len(sharding.device_set) == 1, sharding
 memory, labels, sharding, queue, ptr = run(parallel=True)
 assert len(sharding.device_set) == 2, sharding  # one memory, replicated over the mesh
-# Two steps of float32 reduction-order differences (see the MoCo queue test).
+# Two steps of float32 reduction-order differences (see ATOL of the MoCo check above).
 atol = 2 * 576 * float(np.finfo(np.float32).eps)
 np.testing.assert_allclose(memory, single, atol=atol)
 np.testing.assert_array_equal(labels, single_labels)
