@@ -476,9 +476,21 @@ def _clock(seconds):
 # continued for days on a shared machine (paused, or starved by other work
 # for a while) would otherwise carry its slow hours into every estimate.
 RATE_WINDOW_SECONDS = 1800.0
+# The suite polls its runs about every second: a longer gap between two polls
+# than this means the suite itself did not run (stopped with SIGSTOP, the
+# machine suspended), nor did its runs, and the estimate leaves the gap out.
+STOPPED_GAP_SECONDS = 60.0
 
 
-def progress(runs, running, pending, ended, elapsed, window=None):
+def stopped_seconds(previous, now, poll_seconds):
+    """The part of the time between two polls (at `previous`, `now`) in which
+    the suite was stopped: none for a gap up to `poll_seconds` +
+    `STOPPED_GAP_SECONDS`, else all of it but one poll interval."""
+    gap = now - previous
+    return gap - poll_seconds if gap > poll_seconds + STOPPED_GAP_SECONDS else 0.0
+
+
+def progress(runs, running, pending, ended, elapsed, window=None, clock=None):
     """The progress line and its state (the line less the clock).
 
     Runs are numbered by their place in `runs` (the launch order); `running`
@@ -488,9 +500,12 @@ def progress(runs, running, pending, ended, elapsed, window=None):
     run trained in this invocation) to the work left, each run weighted by
     its row's `weight` (the learned runs, which start first, take 2.7x).
     `window` (a list the caller keeps between calls; None: since the start)
-    holds `(elapsed, work done)` samples: the rate is the one since its oldest
+    holds `(clock, work done)` samples: the rate is the one since its oldest
     sample of the last `RATE_WINDOW_SECONDS`, and this call appends its own.
+    `clock` is the time the suite ran (`elapsed` less the spells it was
+    stopped; default `elapsed`): the rate's time, while the line shows `elapsed`.
     """
+    clock = elapsed if clock is None else clock
     number = {run.workdir: i for i, run in enumerate(runs, 1)}
     done = sum(run.finished() for run in runs)
     parts, progressed = [], 0.0
@@ -506,15 +521,15 @@ def progress(runs, running, pending, ended, elapsed, window=None):
         left += (1.0 - fraction) * run.row.weight
     since, work = 0.0, 0.0
     if window is not None:
-        window.append((elapsed, progressed))
-        while len(window) > 1 and window[1][0] <= elapsed - RATE_WINDOW_SECONDS:
+        window.append((clock, progressed))
+        while len(window) > 1 and window[1][0] <= clock - RATE_WINDOW_SECONDS:
             del window[0]  # keep one sample at or before the window's start
         since, work = window[0]
-    clock = f"{_clock(elapsed)} elapsed"
-    if progressed - work > 0 and elapsed > since:
-        clock += f", about {_clock((elapsed - since) * left / (progressed - work))} left"
+    times = f"{_clock(elapsed)} elapsed"
+    if progressed - work > 0 and clock > since:
+        times += f", about {_clock((clock - since) * left / (progressed - work))} left"
     state = f"[{done}/{len(runs)} done] " + "; ".join(parts)
-    return state, f"[{done}/{len(runs)} done, {clock}] " + "; ".join(parts)
+    return state, f"[{done}/{len(runs)} done, {times}] " + "; ".join(parts)
 
 
 def run_suite(suite_name, seeds=1, jobs=None, resume=False, workdir=None, data=None, extra=(),
@@ -546,8 +561,9 @@ def run_suite(suite_name, seeds=1, jobs=None, resume=False, workdir=None, data=N
     order = launch_order(runs)  # results keep the table order
     pending = [] if report else [run for run in order if not run.finished()]
     running, failed, ended = [], [], []
-    window = []  # (elapsed, work done) samples of the time-left estimate
+    window = []  # (clock, work done) samples of the time-left estimate
     t0 = time.time()
+    stopped, last_poll = 0.0, t0  # seconds the suite was stopped; the last poll's time
     last_state, last_print = None, t0
     todo = {}  # run workdir -> the commands it still has to run, the current one first
 
@@ -563,7 +579,10 @@ def run_suite(suite_name, seeds=1, jobs=None, resume=False, workdir=None, data=N
             todo[run.workdir] = stages(suite, run, data, extra, linear_extra)
             running.append((run, launch(run), _epochs_done(run)))
         now = time.time()
-        state, line = progress(order, running, pending, ended, now - t0, window)
+        stopped += stopped_seconds(last_poll, now, poll_seconds)
+        last_poll = now
+        state, line = progress(order, running, pending, ended, now - t0, window,
+                               clock=now - t0 - stopped)
         if state != last_state or now - last_print >= heartbeat_seconds:
             print(line, file=out, flush=True)
             last_state, last_print = state, now

@@ -229,6 +229,28 @@ def test_progress_line_numbers_runs_epochs_and_time_left(tmp_path):
     _, line = reproduce.progress(runs, [(runs[1], None, 0)], runs[3:], [(runs[0], None, 0)],
                                  5000.0, window)
     assert "about 5:37:47 left" in line and window == [(3100.0, 1.2), (5000.0, 1.5)]
+    # The rate's clock leaves out the spells the suite was stopped: 1.0 unit at
+    # 600 s of running; at 9000 s elapsed, of which 7200 s stopped (1800 s of
+    # running), 1.5 units: 0.5 unit per 1200 s, 3.2 units left = 7680 s.
+    # (Without `clock`, 0.5 unit per 8400 s: 14:56:00.)
+    window = [(600.0, 1.0)]
+    _, line = reproduce.progress(runs, [(runs[1], None, 0)], runs[3:], [(runs[0], None, 0)],
+                                 9000.0, window, clock=1800.0)
+    assert "[1/4 done, 2:30:00 elapsed, about 2:08:00 left]" in line
+    assert window == [(600.0, 1.0), (1800.0, 1.5)]
+    _, line = reproduce.progress(runs, [(runs[1], None, 0)], runs[3:], [(runs[0], None, 0)],
+                                 9000.0, [(600.0, 1.0)])
+    assert "about 14:56:00 left" in line
+
+
+def test_stopped_seconds_leaves_out_the_gaps_of_a_stopped_suite():
+    # Polls 1 s apart, or slowed by a busy machine up to 61 s: the suite ran.
+    assert reproduce.stopped_seconds(100.0, 101.0, 1.0) == 0.0
+    assert reproduce.stopped_seconds(100.0, 161.0, 1.0) == 0.0
+    # 2 h between two polls (SIGSTOP): all of it but one poll interval.
+    assert reproduce.stopped_seconds(100.0, 7300.0, 1.0) == 7199.0
+    assert reproduce.stopped_seconds(100.0, 164.0, 5.0) == 0.0  # within 5 + 60 s
+    assert reproduce.stopped_seconds(100.0, 170.0, 1.0) == 69.0
 
 
 class _FakeTrainer:
@@ -367,6 +389,31 @@ def test_runner_keeps_jobs_busy_reports_failures_and_resumes(tmp_path, monkeypat
     assert not failed and [r["n"] for r in rows] == [1, 1, 1]
     with pytest.raises(ValueError, match="jobs"):
         reproduce.run_suite("toy", workdir=str(tmp_path), resume=True, jobs=0)
+
+
+def test_runner_leaves_a_stopped_spell_out_of_the_estimate(tmp_path, monkeypatch):
+    """A 2 h gap between two polls (the suite stopped) stays in `elapsed` and
+    out of the clock the time-left rate is measured on."""
+    import io
+
+    suite = reproduce.Suite(rows=reproduce._methods("vanilla"), jobs=1)
+    monkeypatch.setitem(reproduce.SUITES, "toy", suite)
+    monkeypatch.setattr(_FakeTrainer, "fail_row", None)
+    monkeypatch.setattr(reproduce.subprocess, "Popen", _FakeTrainer)
+    ticks = iter([0.0, 1.0, 7202.0])  # t0, the first poll, the poll after the stop
+    monkeypatch.setattr(reproduce.time, "time", lambda: next(ticks, 7203.0))
+    calls = []
+    progress = reproduce.progress
+
+    def record(*args, **kwargs):
+        calls.append((args[4], kwargs["clock"]))
+        return progress(*args, **kwargs)
+
+    monkeypatch.setattr(reproduce, "progress", record)
+    reproduce.run_suite("toy", workdir=str(tmp_path), plots=False, poll_seconds=1.0,
+                        out=io.StringIO())
+    # (elapsed, clock): 7201 s between the two polls, 7200 of them stopped.
+    assert calls[:2] == [(1.0, 1.0), (7202.0, 2.0)]
 
 
 def _png(path, value):
