@@ -27,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # One XLA compilation cache per test run, shared by both xdist workers and by
 # every JAX subprocess a test starts (they inherit this environment): JAX
 # compiles each weight initialiser and step once per process, and most of a
-# tiny JAX run is that compilation (46 s -> 15 s for the AMix-C data-parallel
+# tiny JAX run is that compilation (48 s -> 15 s for the AMix-C data-parallel
 # script on a warm cache). Set before Keras imports JAX; scripts/test.sh sets
 # one directory for all of its passes.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
