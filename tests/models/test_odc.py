@@ -4,6 +4,7 @@ import pytest
 from keras import ops
 
 from keras_amix.models.odc import ODCCallback, ODCMemory, kmeans
+from keras_amix.training.backend import all_gather
 from keras_amix.training.step import StepModel
 
 BACKEND = keras.backend.backend()
@@ -262,10 +263,14 @@ def test_update_under_jax_jit_stateless_matches_eager():
 
 
 # ------------------------------------------------------------- fit + callback
-class _Clusterer(StepModel):
-    def __init__(self, **kwargs):
+class Clusterer(StepModel):
+    """A model whose step writes its batch's (ids, 2-d features) into an ODC
+    memory of `num_samples` rows (every replica's, all-gathered, under a
+    MirroredStrategy: tests/training/test_distributed.py uses it too)."""
+
+    def __init__(self, num_samples=8, **kwargs):
         super().__init__(**kwargs)
-        self.odc = ODCMemory(8, 2, num_clusters=3, min_cluster_size=2, seed=0)
+        self.odc = ODCMemory(num_samples, 2, num_clusters=3, min_cluster_size=2, seed=0)
         self.dense = keras.layers.Dense(1)
         self.dense.build((None, 2))
         self.built = True
@@ -275,7 +280,7 @@ class _Clusterer(StepModel):
         return self.step_outputs(inputs, training)
 
     def train_outputs(self, x, y=None):
-        self.odc.update(x["ids"], ops.stop_gradient(x["features"]))
+        self.odc.update(all_gather(x["ids"]), all_gather(ops.stop_gradient(x["features"])))
         return {"loss": ops.mean(ops.square(self.dense(x["features"])))}
 
 
@@ -291,7 +296,7 @@ def test_fit_with_callback_matches_the_eager_sequence():
     # On JAX the host-side writes of the callback (centroids, the small-cluster
     # fix) only reach the next compiled step, and outlive the epoch, through
     # the state sync that reading `callback.model` triggers.
-    model = _Clusterer()
+    model = Clusterer()
     _start(model.odc)
     ids = np.array([5, 2, 7, 0, 3, 6, 1, 4], "int32")
     feats = np.random.default_rng(0).normal(size=(8, 2)).astype("float32")

@@ -152,27 +152,8 @@ np.testing.assert_allclose(model.queue.numpy()[:8], keys, atol=1e-4)
 MIRRORED_CHECKS["odc_rows"] = r'''
 import tensorflow as tf
 import keras, numpy as np
-from keras import ops
 from keras_amix.models.odc import ODCCallback, ODCMemory
-from keras_amix.training.backend import all_gather
-from keras_amix.training.step import StepModel
-
-
-class Clusterer(StepModel):
-    def __init__(self):
-        super().__init__()
-        self.odc = ODCMemory(16, 2, num_clusters=3, min_cluster_size=2, seed=0)
-        self.dense = keras.layers.Dense(1)
-        self.dense.build((None, 2))
-        self.built = True
-        self.add_tracker(keras.metrics.Mean(name="loss"))
-
-    def call(self, inputs, training=False):
-        return self.step_outputs(inputs, training)
-
-    def train_outputs(self, x, y=None):
-        self.odc.update(all_gather(x["ids"]), all_gather(x["features"]))
-        return {"loss": ops.mean(ops.square(self.dense(x["features"])))}
+from tests.models.test_odc import Clusterer
 
 
 def start(memory):
@@ -188,7 +169,7 @@ ids = rng.permutation(16).astype("int32")
 feats = rng.normal(size=(16, 2)).astype("float32")
 strategy = MIRRORED
 with strategy.scope():
-    model = Clusterer()
+    model = Clusterer(num_samples=16)
     start(model.odc)
     model.compile(optimizer=keras.optimizers.SGD(0.1))
 ds = tf.data.Dataset.from_tensor_slices({"ids": ids, "features": feats}).batch(8)
