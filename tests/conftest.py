@@ -3,10 +3,12 @@
 The suite runs once per Keras backend, one process each (see scripts/test.sh).
 Tests marked ``backend_independent`` exercise TensorFlow-only code (tf.data,
 SavedModel export, MirroredStrategy); they run in the TensorFlow process only.
-Tests marked ``own_backend`` run their work in a subprocess with a backend
-they choose themselves (e.g. a JAX run with TensorFlow hidden): the backend of
-the test process does not matter, so they too run in the TensorFlow process
-only instead of once per pass. Tests marked ``training`` are skipped under
+Tests marked ``own_backend(name)`` run their work in a subprocess on the
+backend they name (e.g. a JAX run with TensorFlow hidden): the backend of the
+test process does not matter, so they run once, in the pass of the backend
+they name, instead of once per pass (this also splits the slow subprocess
+runs between the two passes, and a JAX subprocess in the JAX pass finds more
+of its compilations in the shared XLA cache). Tests marked ``training`` are skipped under
 torch, where the layers, mixers, losses and the training step are tested.
 
 Models compiled in a test run their `fit` / `evaluate` / `predict` steps
@@ -49,7 +51,7 @@ def pytest_configure(config):
         "markers", "backend_independent: TF-side code; runs in the tensorflow process only"
     )
     config.addinivalue_line(
-        "markers", "own_backend: runs a subprocess on a backend it picks; tensorflow process only"
+        "markers", "own_backend(name): runs a subprocess on backend `name`; runs in that pass only"
     )
     config.addinivalue_line(
         "markers", "training: trains a model; runs on tensorflow and jax, not torch"
@@ -61,11 +63,14 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.get_closest_marker("backend_independent") and BACKEND != "tensorflow":
+        own = item.get_closest_marker("own_backend")
+        if own is not None:
+            (backend,) = own.args
+            if BACKEND != backend:
+                item.add_marker(pytest.mark.skip(
+                    reason=f"runs a subprocess on {backend}: runs in the {backend} pass"))
+        elif item.get_closest_marker("backend_independent") and BACKEND != "tensorflow":
             item.add_marker(pytest.mark.skip(reason="TF-side test: runs in the tensorflow process"))
-        if item.get_closest_marker("own_backend") and BACKEND != "tensorflow":
-            item.add_marker(pytest.mark.skip(
-                reason="picks its subprocess's backend itself: runs in the tensorflow process"))
         if item.get_closest_marker("training") and BACKEND not in ("tensorflow", "jax"):
             item.add_marker(pytest.mark.skip(reason="training runs on tensorflow and jax"))
 

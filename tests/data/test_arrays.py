@@ -206,6 +206,7 @@ def test_npz_info_and_labels_read_no_images(tmp_path):
         npz.split(path, "train")
 
 
+@pytest.mark.own_backend("jax")
 def test_needs_no_tensorflow():
     code = (
         "import sys; sys.modules['tensorflow'] = None\n"

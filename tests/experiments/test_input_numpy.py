@@ -79,7 +79,7 @@ def test_datasets_from_the_npz(npz):
             common.datasets(dataclasses.replace(cfg, **bad))
 
 
-@pytest.mark.own_backend
+@pytest.mark.own_backend("jax")
 @pytest.mark.training
 def test_trains_without_tensorflow(npz, tmp_path):
     workdir = str(tmp_path / "run")
@@ -109,7 +109,7 @@ def test_trains_without_tensorflow(npz, tmp_path):
     assert not os.path.exists(tmp_path / "other")
 
 
-@pytest.mark.own_backend
+@pytest.mark.own_backend("jax")
 @pytest.mark.training
 def test_selfsup_trains_without_tensorflow(npz, tmp_path):
     """AMix-C (two views, ODC's k-means first pass, the Mix Block+, masks.png)

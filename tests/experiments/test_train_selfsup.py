@@ -86,7 +86,7 @@ def test_amix_c_pretrain_export_then_linear_eval_end_to_end(tmp_path, resolve_fl
     assert result["feature_dim"] == 64 and 0.0 <= result["top1"] <= 1.0
 
 
-@pytest.mark.own_backend
+@pytest.mark.own_backend("jax")
 def test_inter_intra_trains_on_jax(tmp_path):
     """The binary on JAX with its tf.data two-view pipeline and sample ids (ODC).
     (AMix-C runs the binary on JAX without TensorFlow in test_input_numpy.py;

@@ -16,8 +16,6 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.backend_independent
-
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 PREAMBLE = {
@@ -353,9 +351,11 @@ np.testing.assert_allclose(queue, single_queue, atol=atol)
 '''
 
 
+@pytest.mark.own_backend("tensorflow")
 def test_mirrored_strategy_equals_one_device():
     _run_checks("tensorflow", MIRRORED_CHECKS)
 
 
+@pytest.mark.own_backend("jax")
 def test_jax_data_parallel_equals_one_device():
     _run_checks("jax", DATA_PARALLEL_CHECKS)
