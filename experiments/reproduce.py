@@ -371,7 +371,9 @@ def markdown(suite_name, suite, rows, seeds):
     else:
         what = ("Median top-1 (%) of the last 10 epochs, mean ± std over seeds; s / epoch: "
                 "the fastest training epoch of each run (evaluation not timed), mean over "
-                "seeds.")
+                "seeds. Top-1 (momentum): AutoMix's / AMix's momentum encoder, the one their "
+                "learning-rate floor is set for (the official config: \"min_lr=5e-2 for the "
+                "momentum encoder\"); their online encoder ends at half the peak rate.")
         header = (f"| row | seeds done | top-1 (online) | top-1 (momentum) | s / epoch | "
                   f"cost vs {suite.base} |")
     lines = [f"# Suite `{suite_name}` ({seeds} seed(s) per row)", "", what, "", header,
