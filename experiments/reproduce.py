@@ -129,8 +129,11 @@ SUITES = {
         description="every method, 1 tiny epoch (CI: about 300 CPU-s, 2 runs at a time)"),
     "cifar10-5k": Suite(
         # After the nine methods (follow-ups: started once every seed of those has, so
-        # a suite stopped part-way holds the issue's table first): each learned method
-        # with the other momentum schedule than its default (AMix: the short-run rule;
+        # a suite stopped part-way holds the issue's table first): AMix with the static
+        # methods' learning rate to 0 instead of the official floor at half the peak, which
+        # is set for the momentum encoder (BUILD_NOTES, "Learning-rate floor"): how much
+        # of the online encoder's gap to the momentum one is the floor. Then each learned
+        # method with the other momentum schedule than its default (AMix: the short-run rule;
         # AutoMix: as written, 0.999 -> 1). The rule makes the momentum encoder useful
         # early but delays AMix's escape from its flat start and saturates AutoMix's
         # masks (BUILD_NOTES 2026-12-02, 2026-12-03). Last, AMix with the two package
@@ -138,6 +141,7 @@ SUITES = {
         # term; BUILD_NOTES 2026-12-07), to see what they do at this budget before
         # either becomes a default.
         rows=_methods("vanilla", *_STATIC, "automix", "amix") + (
+            Row("amix[min_lr=0]", ("--method=amix", "--min_lr=0"), followup=True),
             Row("automix[rule]", ("--method=automix", "--momentum_horizon=0.02"),
                 followup=True),
             Row("amix[m=0.999]", ("--method=amix", "--momentum_horizon=0"), followup=True),
