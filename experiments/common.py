@@ -867,6 +867,7 @@ def run_callbacks(workdir, *extra):
 # outputs from the complete backup, without training).
 BACKUP = "backup"
 HISTORY = "history.csv"
+EPOCH_SECONDS = "epoch_seconds.json"  # each epoch's training time (`EpochTimer(path=...)`)
 TMP_KERAS = ".tmp.keras"  # save_keras_atomic's temporary file: <path>.tmp.keras
 # Left behind by a kill: export_saved_model's folders, save_keras_atomic's and
 # write_json's temporary files.
@@ -877,9 +878,9 @@ def start_run(workdir):
     """Prepares `workdir` for `fit`; returns the epoch training resumes at.
 
     Removes the partial outputs a killed run left (temporary export folders
-    and files), and the rows of history.csv from that epoch on (a kill
-    between history.csv and the backup, or a new run in a finished folder),
-    so that history.csv holds every epoch once.
+    and files), and the rows of history.csv and the times of epoch_seconds.json
+    from that epoch on (a kill between history.csv and the backup, or a new
+    run in a finished folder), so that both hold every epoch once.
     """
     import glob
     import shutil
@@ -904,6 +905,15 @@ def start_run(workdir):
             os.remove(path)
         elif kept != lines:
             write_text(path, "".join(kept))
+    path = os.path.join(workdir, EPOCH_SECONDS)
+    if os.path.exists(path):
+        with open(path) as f:
+            times = json.load(f)
+        kept = {key: value for key, value in times.items() if int(key) < epoch}
+        if not kept:
+            os.remove(path)
+        elif kept != times:
+            write_json(path, kept)
     return epoch
 
 

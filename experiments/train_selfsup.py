@@ -430,7 +430,7 @@ def train(cfg, workdir, extra_callbacks=()):
         dict(dataclasses.asdict(cfg), backend=keras.backend.backend(), steps_per_epoch=steps,
              mean=info.mean, std=info.std),
     )
-    timer = EpochTimer()
+    timer = EpochTimer(os.path.join(workdir, common.EPOCH_SECONDS))
     extra, odc = [], []
     # The masks in TensorBoard, each epoch (without TensorFlow: masks.png only).
     if cfg.method in AMIX_METHODS and common.tensorflow_available():
@@ -457,7 +457,7 @@ def train(cfg, workdir, extra_callbacks=()):
               callbacks=callbacks, verbose=2, shuffle=False)  # tf.data shuffles
     metrics = dict(
         history=common.read_history(workdir),  # every epoch, resumed runs included
-        seconds_per_epoch=timer.seconds,  # the epochs this process ran
+        seconds_per_epoch=timer.run_seconds,  # every epoch, resumed processes included
         dataset=cfg.dataset,
         method=cfg.method,
         steps_per_epoch=steps,

@@ -435,7 +435,7 @@ def train(cfg, workdir, extra_callbacks=()):
     with common.strategy_scope(strategy):
         model = build_model(cfg, info.num_classes, total_steps=cfg.epochs * steps)
         model.compile(optimizer=make_optimizer(cfg, steps), run_eagerly=cfg.run_eagerly)
-    timer = EpochTimer()
+    timer = EpochTimer(os.path.join(workdir, common.EPOCH_SECONDS))
     extra = [timer]
     # A TensorBoard summary: without TensorFlow there is none (masks.png is drawn at the end).
     if (cfg.method in LEARNED_METHODS and cfg.mask_summary_every > 0
@@ -465,7 +465,7 @@ def train(cfg, workdir, extra_callbacks=()):
         final_top1=float(results["top1"]),
         median_last10_top1=float(common.median_last(history.get("val_top1", []))),
         history=history,
-        seconds_per_epoch=timer.seconds,  # training time of the epochs this process ran
+        seconds_per_epoch=timer.run_seconds,  # training time of every epoch, resumed ones too
         dataset=cfg.dataset,
         method=cfg.method,
     )

@@ -303,6 +303,12 @@ class EpochTimer(keras.callbacks.Callback):
     epoch less its validation pass (`fit(validation_data=...)`), so epochs with
     and without an evaluation (`validation_freq`) compare.
 
+    With `path`, each epoch's time is also written to that JSON file
+    (`{"epoch index": seconds}`, atomically, at the end of the epoch) and the
+    file's earlier entries are read at the start, so `run_seconds` holds every
+    epoch of a run that was killed and resumed in another process (an epoch
+    redone after a kill keeps its last time).
+
     Example:
 
     ```python
@@ -312,12 +318,23 @@ class EpochTimer(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self):
+    def __init__(self, path=None):
         super().__init__()
+        self.path = path
         self.seconds = []
+        self._by_epoch = {}
+        if path is not None and os.path.exists(path):
+            with open(path) as f:
+                self._by_epoch = {int(epoch): float(s) for epoch, s in json.load(f).items()}
         self._start = None
         self._test_start = None
         self._testing = 0.0
+
+    @property
+    def run_seconds(self):
+        """Every epoch's time in epoch order: earlier processes' (from `path`)
+        and this one's."""
+        return [self._by_epoch[epoch] for epoch in sorted(self._by_epoch)]
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
@@ -331,7 +348,11 @@ class EpochTimer(keras.callbacks.Callback):
             self._testing += time.perf_counter() - self._test_start
 
     def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start - self._testing)
+        seconds = time.perf_counter() - self._start - self._testing
+        self.seconds.append(seconds)
+        self._by_epoch[int(epoch)] = seconds
+        if self.path is not None:
+            _write_json_atomic(self.path, {str(e): s for e, s in sorted(self._by_epoch.items())})
 
 
 # ------------------------------------------------------- non-finite values

@@ -182,6 +182,7 @@ def _check_finished(workdir, name, reference, epochs):
     # Metrics over the whole run, equal to the uninterrupted run's.
     assert {len(v) for v in metrics["history"].values()} == {epochs}
     assert metrics["history"] == metrics_ref["history"]
+    assert len(metrics["seconds_per_epoch"]) == epochs  # every process's epochs timed
     if "median_last10_top1" in metrics:
         assert metrics["median_last10_top1"] == metrics_ref["median_last10_top1"]
         assert metrics["median_last10_top1"] == float(np.median(metrics["history"]["val_top1"]))

@@ -4,6 +4,7 @@ import csv
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -191,15 +192,40 @@ def test_interrupted_run_resumes_from_backup(tmp_path):
     cfg, workdir = _crashed_run(tmp_path)
     assert os.path.exists(os.path.join(workdir, "backup"))
     assert not os.path.exists(os.path.join(workdir, "metrics.json"))
+    with open(os.path.join(workdir, "epoch_seconds.json")) as f:
+        crashed_times = json.load(f)
+    assert set(crashed_times) == {"0", "1"}  # epoch 2's time was written before the crash
     metrics = ts.train(cfg, workdir)
     # The crash came before epoch 2's backup: the second run trained epochs 2
-    # and 3; the metrics cover the whole run.
+    # and 3; the metrics cover the whole run, its epoch times too.
     assert len(metrics["history"]["loss"]) == 3
+    seconds = metrics["seconds_per_epoch"]
+    assert len(seconds) == 3 and seconds[0] == crashed_times["0"] and all(s > 0 for s in seconds)
     rows = list(csv.DictReader(open(os.path.join(workdir, "history.csv"))))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
     model = keras.saving.load_model(os.path.join(workdir, "model.keras"))
     assert int(model.optimizer.iterations) == 3 * (64 // 16)
     assert np.isfinite(metrics["final_top1"])
+
+
+@pytest.mark.backend_independent
+def test_start_run_keeps_the_epoch_times_the_backup_holds(tmp_path):
+    """epoch_seconds.json keeps the epochs before the backup's, as history.csv
+    does; a new run in a finished folder (no backup) starts without it."""
+    from experiments import common
+
+    times = os.path.join(tmp_path, common.EPOCH_SECONDS)
+    with open(times, "w") as f:
+        json.dump({"0": 1.5, "1": 2.5, "2": 3.5}, f)
+    os.makedirs(os.path.join(tmp_path, common.BACKUP))
+    with open(os.path.join(tmp_path, common.BACKUP, "training_metadata.json"), "w") as f:
+        json.dump({"epoch": 2}, f)
+    assert common.start_run(str(tmp_path)) == 2
+    with open(times) as f:
+        assert json.load(f) == {"0": 1.5, "1": 2.5}
+    shutil.rmtree(os.path.join(tmp_path, common.BACKUP))
+    assert common.start_run(str(tmp_path)) == 0
+    assert not os.path.exists(times)
 
 
 @pytest.mark.backend_independent

@@ -3,6 +3,7 @@ the atomic backup and the stop on non-finite losses."""
 
 import functools
 import glob
+import json
 import os
 import types
 
@@ -299,6 +300,42 @@ def test_epoch_timer_leaves_out_the_validation_pass(monkeypatch):
               validation_freq=[2], callbacks=[Clock(), timer])
     assert clock.now == 3 * 2 + 2 * 100
     assert timer.seconds == [2.0, 2.0, 2.0]
+
+
+@pytest.mark.training
+def test_epoch_timer_with_a_file_keeps_the_epochs_of_earlier_processes(tmp_path, monkeypatch):
+    """A run killed after epoch 2 of 4 and resumed by a new process (a new
+    timer on the same file, `initial_epoch=2`): `run_seconds` holds all four
+    epochs, the first two from the file; `seconds` only this process's."""
+    clock = types.SimpleNamespace(now=0.0, step=1.0)
+    monkeypatch.setattr(cb, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
+
+    class Clock(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            clock.now += clock.step
+
+    path = str(tmp_path / "epoch_seconds.json")
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = np.ones((4, 2)), np.ones((4, 1))
+    first = cb.EpochTimer(path)
+    model.fit(x, y, batch_size=2, epochs=2, verbose=0, callbacks=[Clock(), first])
+    assert first.run_seconds == first.seconds == [2.0, 2.0]
+    clock.step = 3.0  # the resumed process runs on a slower machine
+    second = cb.EpochTimer(path)
+    model.fit(x, y, batch_size=2, epochs=4, initial_epoch=2, verbose=0,
+              callbacks=[Clock(), second])
+    assert second.seconds == [6.0, 6.0]
+    assert second.run_seconds == [2.0, 2.0, 6.0, 6.0]
+    with open(path) as f:
+        assert json.load(f) == {"0": 2.0, "1": 2.0, "2": 6.0, "3": 6.0}
+    # An epoch redone (a kill after its time was written, before its backup) keeps its last time.
+    clock.step = 0.5
+    third = cb.EpochTimer(path)
+    model.fit(x, y, batch_size=2, epochs=4, initial_epoch=3, verbose=0,
+              callbacks=[Clock(), third])
+    assert third.seconds == [1.0] and third.run_seconds == [2.0, 2.0, 6.0, 1.0]
+    assert os.listdir(tmp_path) == ["epoch_seconds.json"]  # no temporary file left
 
 
 # -------------------------------------------- backup and non-finite losses
