@@ -7,8 +7,7 @@ Tests marked ``own_backend(name)`` run their work in a subprocess on the
 backend they name (e.g. a JAX run with TensorFlow hidden): the backend of the
 test process does not matter, so they run once, in the pass of the backend
 they name, instead of once per pass (this also splits the slow subprocess
-runs between the two passes, and a JAX subprocess in the JAX pass finds more
-of its compilations in the shared XLA cache). Tests marked ``training`` are skipped under
+runs between the two passes). Tests marked ``training`` are skipped under
 torch, where the layers, mixers, losses and the training step are tested.
 
 Models compiled in a test run their `fit` / `evaluate` / `predict` steps
@@ -65,6 +64,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         own = item.get_closest_marker("own_backend")
         if own is not None:
+            if len(own.args) != 1:
+                raise ValueError(f"{item.nodeid}: `own_backend` takes the subprocess's "
+                                 f"backend name, e.g. own_backend('jax'); received {own.args}.")
             (backend,) = own.args
             if BACKEND != backend:
                 item.add_marker(pytest.mark.skip(
